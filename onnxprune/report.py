@@ -1,0 +1,51 @@
+"""Human-readable tables for the CLI."""
+
+from __future__ import annotations
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for row in cells:
+        out.append("  ".join(c.rjust(w) if c.replace(".", "").replace("%", "").isdigit()
+                             else c.ljust(w) for c, w in zip(row, widths)))
+    return "\n".join(out)
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def format_analysis(result: dict) -> str:
+    """The human form of ``analyze``."""
+    lines = [f"opset {result['opset']}, {result['nodes']} nodes"]
+    for kind in ("inputs", "outputs"):
+        for io in result[kind]:
+            lines.append(f"{kind[:-1]:<7} {io['name']}: {io['dtype']} {io['shape']}")
+    lines.append("ops     " + ", ".join(f"{k}×{v}" for k, v in result["op_counts"].items()))
+    lines.append(f"params  {result['params']:,} ({human(result['params'])})")
+    lines.append(f"MACs    {result['macs']:,} ({human(result['macs'])}) at batch 1")
+    if "prunable_macs" in result and result["macs"]:
+        share = 100.0 * result["prunable_macs"] / result["macs"]
+        lines.append(f"prunable {share:.1f}% of MACs in {sum(g['prunable'] for g in result['groups'])}"
+                     f" of {len(result['groups'])} channel groups")
+    lines.append("")
+    rows = [[r["node"], r["op"], f"{r['macs']:,}"] for r in result["macs_per_node"]]
+    lines.append(_table(["node", "op", "MACs"], rows))
+    if result.get("groups"):
+        lines.append("")
+        rows = [[g["id"], g["channels"], "yes" if g["prunable"] else "no", f"{g['macs']:,}",
+                 g.get("reason", "")] for g in result["groups"]]
+        lines.append(_table(["group", "channels", "prunable", "MACs", "reason"], rows))
+    if result.get("barriers"):
+        lines.append("")
+        rows = [[b["op"], b["node"], b["reason"]] for b in result["barriers"]]
+        lines.append(_table(["barrier op", "node", "reason"], rows))
+    return "\n".join(lines)
