@@ -63,3 +63,105 @@ def analyze(model, as_json):
         _print_json(result)
     else:
         click.echo(format_analysis(result))
+
+
+# --- validate and bench ---------------------------------------------------------------------
+
+_PROVIDER = click.Choice(["auto", "cuda", "cpu"])
+
+
+def _number_list(text, kind, what):
+    """Parse '1,8,64' (or '0.485,0.456,0.406') into a tuple; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in str(text).replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise OnnxPruneError(f"{what} must be a comma-separated list of numbers, got '{text}'") from None
+    if not values:
+        raise OnnxPruneError(f"{what} is empty")
+    return values
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=False))
+@click.argument("pruned", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(),
+              help=".npz with 'x' (preprocessed, model layout) and optional integer 'y', "
+                   "or a folder of class sub-folders of images.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (also when a check fails).")
+@click.option("--max-accuracy-drop", type=float, default=None,
+              help="Fail (exit 1) when top-1 accuracy drops by more than this many percentage points.")
+@click.option("--min-agreement", type=float, default=None,
+              help="Fail (exit 1) when the fraction (0..1) of samples with the same top-1 class "
+                   "is below this, e.g. 0.99.")
+@click.option("--provider", type=_PROVIDER, default="auto", show_default=True,
+              help="Execution provider; 'cuda' fails rather than fall back to the CPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use at most N samples (a fixed-seed subset).")
+@click.option("--input-size", default=None, help="H,W for image folders when the model's size is dynamic.")
+@click.option("--mean", default=None, help="Per-channel mean for image folders, e.g. 0.485,0.456,0.406.")
+@click.option("--std", default=None, help="Per-channel std for image folders, e.g. 0.229,0.224,0.225.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (ORT default).")
+def validate(original, pruned, data, as_json, max_accuracy_drop, min_agreement, provider,
+             batch_size, limit, input_size, mean, std, threads):
+    """Run ORIGINAL and PRUNED in ONNX Runtime on the same data and compare them.
+
+    Reports accuracy (with labels), top-1 agreement and per-output error statistics. Exit 0 when
+    every threshold holds, 1 when one fails, 2 on bad input.
+    """
+    from onnxprune import api
+    from onnxprune.errors import check_failed
+    from onnxprune.runtime.validate import format_validation
+
+    size = _number_list(input_size, int, "--input-size")
+    if size is not None and len(size) != 2:
+        raise OnnxPruneError(f"--input-size must be H,W, got '{input_size}'")
+    config = api.ValidateConfig(
+        original=original, pruned=pruned, data=data, provider=provider, batch_size=batch_size,
+        limit=limit, max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
+        input_size=size, mean=_number_list(mean, float, "--mean"),
+        std=_number_list(std, float, "--std"), threads=threads,
+    )
+    result = api.validate(config)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(format_validation(result))
+    if not result["passed"]:
+        raise check_failed("; ".join(result["failures"]))
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--provider", type=_PROVIDER, default="auto", show_default=True,
+              help="Execution provider; 'cuda' fails rather than fall back to the CPU.")
+@click.option("--batch", "batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8,64.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Timed runs per model and batch size [default: 50].")
+@click.option("--duration", type=float, default=None,
+              help="Instead of --iterations: about S seconds per model and batch size.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (also when the gate fails).")
+@click.option("--min-speedup", type=float, default=None,
+              help="Fail (exit 1) when a model's p50 speedup vs the FIRST model is below S.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (ORT default).")
+def bench(models, provider, batch, warmup, iterations, duration, as_json, min_speedup, threads):
+    """Measure the latency of MODEL(s) in ONNX Runtime; speedups are relative to the first."""
+    from onnxprune import api
+    from onnxprune.errors import check_failed
+    from onnxprune.runtime.bench import format_bench
+
+    config = api.BenchConfig(
+        models=tuple(models), provider=provider, batches=_number_list(batch, int, "--batch"),
+        warmup=warmup, iterations=iterations, duration=duration, threads=threads,
+        min_speedup=min_speedup,
+    )
+    result = api.bench(config)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(format_bench(result))
+    if not result["passed"]:
+        raise check_failed("; ".join(result["failures"]))

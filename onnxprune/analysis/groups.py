@@ -1,0 +1,211 @@
+"""Channel groups: the graph-mapped filter index that selection, gates and surgery share.
+
+A group is a set of source ops whose output channels are coupled; its channels are the
+connected components of their atoms. Every group channel has one global index, so that keep
+masks, gate vectors and scores are flat arrays over all channels of all groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.analysis.channels import Context, Fixup, Member, Read, run_rules
+from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph import opset_version
+from onnxprune.macs import MacExpr, mac_expr
+
+
+@dataclass(frozen=True)
+class Group:
+    """One channel group: ``channels`` global indices from ``offset`` on."""
+
+    id: str
+    channels: int
+    offset: int
+    sources: tuple[str, ...]
+    prunable: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class MacTerm:
+    """A node's MACs: ``coeff * count(reduce) * count(out)``; a count is over global channels."""
+
+    expr: MacExpr
+    reduce: np.ndarray | None  # global channel index per position (-1: fixed), or None
+    out: np.ndarray | None
+    fixed_reduce: int
+    fixed_out: int
+
+
+@dataclass
+class ChannelAnalysis:
+    """Everything known about a graph's prunable channels."""
+
+    graph: gs.Graph
+    shapes: dict[str, tuple[int, ...]]
+    groups: list[Group]
+    channel_of_atom: np.ndarray  # global channel index per atom, -1 for fixed atoms
+    members: list[Member]
+    reads: list[Read]
+    fixups: list[Fixup]
+    barriers: list[dict]
+    mac_terms: list[MacTerm]
+
+    @property
+    def total_channels(self) -> int:
+        return sum(g.channels for g in self.groups)
+
+    def group(self, group_id: str) -> Group:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        raise OnnxPruneError(f"unknown group id '{group_id}'")
+
+    def channels(self, ids: np.ndarray) -> np.ndarray:
+        """Global channel index of each atom in ``ids`` (-1: fixed)."""
+        return self.channel_of_atom[ids]
+
+    def prunable_mask(self) -> np.ndarray:
+        """Bool over global channels: True where the channel's group is prunable."""
+        mask = np.zeros(self.total_channels, dtype=bool)
+        for g in self.groups:
+            mask[g.offset:g.offset + g.channels] = g.prunable
+        return mask
+
+    def macs(self, keep: np.ndarray | None = None) -> int:
+        """Total MACs when only the global channels where ``keep`` is True remain."""
+        keep = np.ones(self.total_channels, dtype=bool) if keep is None else keep
+        return int(round(sum(_term_value(t, keep.astype(np.float64)) for t in self.mac_terms)))
+
+    def group_macs(self) -> dict[str, int]:
+        """MACs of the nodes that read or write each group's channels."""
+        owner = np.empty(self.total_channels, dtype=np.int64)
+        for i, g in enumerate(self.groups):
+            owner[g.offset:g.offset + g.channels] = i
+        totals = [0] * len(self.groups)
+        full = np.ones(self.total_channels)
+        for term in self.mac_terms:
+            touched = set()
+            for side in (term.reduce, term.out):
+                if side is not None:
+                    touched.update(owner[side[side >= 0]].tolist())
+            for i in touched:
+                totals[i] += int(_term_value(term, full))
+        return {g.id: totals[i] for i, g in enumerate(self.groups)}
+
+
+def _term_value(term: MacTerm, keep: np.ndarray) -> float:
+    """The one MAC formula evaluated with (soft or hard) kept counts; numpy version."""
+    def count(side, fixed):
+        if side is None:
+            return fixed
+        real = side[side >= 0]
+        return float(keep[real].sum()) + float((side < 0).sum())
+
+    return term.expr.evaluate(lambda axis: count(*((term.reduce, term.fixed_reduce)
+                                                   if axis == term.expr.reduce
+                                                   else (term.out, term.fixed_out))))
+
+
+def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None) -> ChannelAnalysis:
+    """Run every op rule over ``model`` and build its channel groups."""
+    from onnxprune.ops import RULES
+
+    shapes = dict(shapes) if shapes is not None else infer_shapes(model)
+    graph = gs.import_onnx(model)
+    ctx = Context(graph=graph, shapes=shapes, opset=opset_version(model))
+    run_rules(ctx, RULES)
+    groups, channel_of_atom = _build_groups(ctx)
+    terms = _mac_terms(model, ctx, channel_of_atom)
+    return ChannelAnalysis(graph, shapes, groups, channel_of_atom, ctx.members, ctx.reads,
+                           ctx.fixups, ctx.barriers, terms)
+
+
+def _build_groups(ctx: Context) -> tuple[list[Group], np.ndarray]:
+    space = ctx.space
+    roots = space.roots()
+    sources_of_root: dict[int, list[str]] = {}
+    order: list[str] = []
+    for atom, name in enumerate(space.source_of):
+        if not name:
+            continue
+        if name not in sources_of_root.setdefault(int(roots[atom]), []):
+            sources_of_root[int(roots[atom])].append(name)
+        if not order or order[-1] != name:
+            order.append(name)
+    # union sources sharing a component (small union-find over source names)
+    parent = {name: name for name in order}
+
+    def find(name):
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for names in sources_of_root.values():
+        for other in names[1:]:
+            a, b = find(names[0]), find(other)
+            if a != b:
+                first, second = sorted((a, b), key=order.index)
+                parent[second] = first
+    members: dict[str, list[str]] = {}
+    for name in order:
+        members.setdefault(find(name), []).append(name)
+    channel_of_atom = np.full(len(roots), -1, dtype=np.int64)
+    channel_of_root: dict[int, int] = {}
+    groups: list[Group] = []
+    offset = 0
+    atoms_of_source: dict[str, list[int]] = {}
+    for atom, name in enumerate(space.source_of):
+        if name:
+            atoms_of_source.setdefault(name, []).append(atom)
+    for head in (n for n in order if find(n) == n):
+        start = offset
+        for name in members[head]:
+            for atom in atoms_of_source[name]:
+                root = int(roots[atom])
+                if root not in channel_of_root:
+                    channel_of_root[root] = offset
+                    offset += 1
+        roots_here = [r for r, c in channel_of_root.items() if start <= c < offset]
+        reasons = [space.blocked[r] for r in roots_here if r in space.blocked]
+        groups.append(Group(head, offset - start, start, tuple(members[head]),
+                            not reasons, reasons[0] if reasons else None))
+    for atom in range(len(roots)):
+        channel_of_atom[atom] = channel_of_root.get(int(roots[atom]), -1)
+    return groups, channel_of_atom
+
+
+def _mac_terms(model: onnx.ModelProto, ctx: Context, channel_of_atom: np.ndarray) -> list[MacTerm]:
+    terms = []
+    for node in model.graph.node:
+        expr = mac_expr(node, ctx.shapes)
+        if expr is None:
+            continue
+        sides = []
+        for axis in (expr.reduce, expr.out):
+            tracked = ctx.tracked.get(axis[0]) if axis else None
+            if axis is not None and tracked is not None and tracked.axis == axis[1]:
+                sides.append((channel_of_atom[tracked.ids], 0))
+            else:
+                sides.append((None, ctx.shapes[axis[0]][axis[1]] if axis else 1))
+        (reduce, fixed_reduce), (out, fixed_out) = sides
+        terms.append(MacTerm(expr, reduce, out, fixed_reduce, fixed_out))
+    return terms
+
+
+def keep_mask(analysis: ChannelAnalysis, keep: Mapping[str, Sequence[int]]) -> np.ndarray:
+    """A plan's ``keep`` as a bool array over global channels (absent groups keep all)."""
+    mask = np.ones(analysis.total_channels, dtype=bool)
+    for group_id, indices in keep.items():
+        g = analysis.group(group_id)
+        mask[g.offset:g.offset + g.channels] = False
+        mask[g.offset + np.asarray(indices, dtype=np.int64)] = True
+    return mask

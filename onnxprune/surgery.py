@@ -1,0 +1,159 @@
+"""Graph surgery: remove the channels a plan does not keep, and build the masked reference.
+
+The pruned graph slices every member constant, fixes attributes and shape constants, and is
+re-inferred and checked. The masked reference is the original graph with the removed
+channels multiplied by zero where they are summed over: the pruned graph must equal it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.analysis.groups import ChannelAnalysis, analyze_channels, keep_mask
+from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph import ensure_node_names, opset_version
+
+
+def validate_keep(analysis: ChannelAnalysis, keep: Mapping[str, Sequence[int]]) -> None:
+    """Refuse plans that name unknown or barrier groups, bad or duplicate indices, or none."""
+    if not isinstance(keep, Mapping):
+        raise OnnxPruneError("plan: 'keep' must map group ids to lists of channel indices")
+    for group_id, indices in keep.items():
+        group = analysis.group(group_id) if any(g.id == group_id for g in analysis.groups) \
+            else None
+        if group is None:
+            raise OnnxPruneError(f"plan: unknown group id '{group_id}'")
+        if not isinstance(indices, (list, tuple, np.ndarray)) or \
+                not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                        for i in indices):
+            raise OnnxPruneError(f"plan: group '{group_id}' must list integer channel indices")
+        values = [int(i) for i in indices]
+        if not values:
+            raise OnnxPruneError(f"plan: group '{group_id}' keeps zero channels")
+        bad = [i for i in values if i < 0 or i >= group.channels]
+        if bad:
+            raise OnnxPruneError(f"plan: group '{group_id}' index {bad[0]} out of range "
+                                 f"0..{group.channels - 1}")
+        if len(set(values)) != len(values):
+            raise OnnxPruneError(f"plan: group '{group_id}' lists a channel index twice")
+        if not group.prunable and len(values) != group.channels:
+            raise OnnxPruneError(f"plan: group '{group_id}' is not prunable ({group.reason})")
+
+
+def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    ensure_node_names(copy)
+    return copy
+
+
+def prune_model(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
+                analysis: ChannelAnalysis | None = None, check: bool = True) -> onnx.ModelProto:
+    """The model with every channel not in ``keep`` removed (absent groups keep all)."""
+    model = _prepare(model)
+    analysis = analysis or analyze_channels(model)
+    validate_keep(analysis, keep)
+    channel_kept = keep_mask(analysis, keep)
+    atom_kept = np.where(analysis.channel_of_atom < 0, True,
+                         channel_kept[np.maximum(analysis.channel_of_atom, 0)])
+
+    def kept(ids: np.ndarray) -> np.ndarray:
+        return atom_kept[ids]
+
+    graph = analysis.graph
+    nodes = {n.name: n for n in graph.nodes}
+    for member in analysis.members:
+        node = nodes[member.node]
+        const = node.inputs[member.index]
+        positions = np.flatnonzero(kept(member.ids))
+        if len(positions) == len(member.ids):
+            continue
+        const.values = np.take(np.asarray(const.values), positions, axis=member.axis)
+    for fixup in analysis.fixups:
+        fixup.apply(nodes[fixup.node], kept)
+    return _export(graph, model, check)
+
+
+def _export(graph: gs.Graph, original: onnx.ModelProto, check: bool) -> onnx.ModelProto:
+    graph.cleanup(remove_unused_graph_inputs=False)
+    outputs = {o.name for o in graph.outputs}
+    inputs = {i.name for i in graph.inputs}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.name not in outputs | inputs:
+            tensor.shape = None
+            tensor.dtype = None
+    pruned = gs.export_onnx(graph, do_type_check=False)
+    pruned.ir_version = original.ir_version
+    del pruned.opset_import[:]
+    pruned.opset_import.extend(original.opset_import)
+    pruned.producer_name = "onnxprune"
+    for prop in original.metadata_props:
+        pruned.metadata_props.add().CopyFrom(prop)
+    del pruned.graph.value_info[:]
+    try:
+        pruned = onnx.shape_inference.infer_shapes(pruned, strict_mode=True)
+        if check:
+            onnx.checker.check_model(pruned, full_check=pruned.ByteSize() < 2**31 - 1)
+    except Exception as exc:
+        raise OnnxPruneError(f"surgery produced an invalid graph (a bug): "
+                             f"{' '.join(str(exc).split())[:300]}", exit_code=3) from None
+    return pruned
+
+
+def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
+                     analysis: ChannelAnalysis | None = None) -> onnx.ModelProto:
+    """The original graph with removed channels zeroed wherever they are summed over."""
+    model = _prepare(model)
+    analysis = analysis or analyze_channels(model)
+    validate_keep(analysis, keep)
+    channel_kept = keep_mask(analysis, keep)
+    shapes = analysis.shapes
+    graph = analysis.graph
+    nodes = {n.name: n for n in graph.nodes}
+    for number, read in enumerate(analysis.reads):
+        channels = analysis.channel_of_atom[read.ids]
+        mask = np.where(channels < 0, True, channel_kept[np.maximum(channels, 0)])
+        if mask.all():
+            continue
+        node = nodes[read.node]
+        tensor = node.inputs[read.index]
+        rank = len(shapes[tensor.name])
+        dtype = _float_dtype(tensor, model)
+        shape = [1] * rank
+        shape[read.axis] = len(mask)
+        const = gs.Constant(f"onnxprune_mask_{number}", mask.astype(dtype).reshape(shape))
+        masked = gs.Variable(f"{tensor.name}__masked_{number}", dtype=None)
+        graph.nodes.append(gs.Node("Mul", f"onnxprune_mask_mul_{number}",
+                                   inputs=[tensor, const], outputs=[masked]))
+        node.inputs[read.index] = masked
+    graph.toposort()
+    return _export(graph, model, check=True)
+
+
+def _float_dtype(tensor: gs.Tensor, model: onnx.ModelProto):
+    if tensor.dtype is not None:
+        try:
+            return np.dtype(tensor.dtype)
+        except TypeError:
+            pass
+    for init in model.graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT):
+            return onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+    return np.dtype(np.float32)
+
+
+def plan_macs(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]]) -> int:
+    """MACs the pruned model will have, from the analysis (without doing the surgery)."""
+    model = _prepare(model)
+    analysis = analyze_channels(model, infer_shapes(model))
+    validate_keep(analysis, keep)
+    return analysis.macs(keep_mask(analysis, keep))
+
+
+def opset(model: onnx.ModelProto) -> int:
+    return opset_version(model)
