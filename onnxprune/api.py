@@ -14,12 +14,65 @@ class AnalyzeConfig:
 
 
 def analyze(model: str | os.PathLike) -> dict:
-    """Summary of an ONNX model: I/O, opset, op counts, params, MACs (batch 1)."""
+    """Summary of an ONNX model: I/O, opset, ops, params, MACs (batch 1), groups, barriers."""
+    from onnxprune.analysis.groups import analyze_channels
     from onnxprune.analysis.summary import summarize
 
     loaded = load_model(model)
     ensure_node_names(loaded.model)
-    return summarize(loaded.model)
+    result = summarize(loaded.model)
+    analysis = analyze_channels(loaded.model)
+    group_macs = analysis.group_macs()
+    result["groups"] = [
+        {"id": g.id, "channels": g.channels, "prunable": g.prunable, "macs": group_macs[g.id],
+         "sources": list(g.sources), **({} if g.prunable else {"reason": g.reason})}
+        for g in analysis.groups
+    ]
+    result["barriers"] = analysis.barriers
+    result["prunable_macs"] = analysis.prunable_macs()
+    return result
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    model: str
+    plan: str
+    output: str
+    masked_reference: str | None = None
+    force: bool = False
+
+
+def prune(model, keep):
+    """Remove the channels not in ``keep`` ({group id: [kept indices]}) from ``model``.
+
+    ``model`` is a path or an ``onnx.ModelProto``; returns the pruned ``onnx.ModelProto``.
+    """
+    from onnxprune.surgery import prune_model
+
+    proto = model if not isinstance(model, (str, os.PathLike)) else load_model(model).model
+    return prune_model(proto, keep)
+
+
+def prune_file(config: PruneConfig) -> dict:
+    """The ``prune`` command: apply a plan file and write the pruned model atomically."""
+    from onnxprune.analysis.summary import count_macs
+    from onnxprune.graph import save_model
+    from onnxprune.plan import load_plan
+    from onnxprune.surgery import masked_reference, prune_model
+
+    keep = load_plan(config.plan)
+    loaded = load_model(config.model)
+    protect = (config.model, config.plan)
+    pruned = prune_model(loaded.model, keep)
+    reference = masked_reference(loaded.model, keep) if config.masked_reference else None
+    save_model(pruned, config.output, external_data=loaded.used_external_data or None,
+               force=config.force, protect=protect)
+    if reference is not None:
+        save_model(reference, config.masked_reference,
+                   external_data=loaded.used_external_data or None, force=config.force,
+                   protect=protect)
+    return {"output": config.output, "macs_before": count_macs(loaded.model),
+            "macs_after": count_macs(pruned), "masked_reference": config.masked_reference}
 
 
 # --- validate and bench (runtime layer; onnxruntime is imported lazily) -----------------------

@@ -165,3 +165,27 @@ def bench(models, provider, batch, warmup, iterations, duration, as_json, min_sp
         click.echo(format_bench(result))
     if not result["passed"]:
         raise check_failed("; ".join(result["failures"]))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--plan", required=True, type=click.Path(dir_okay=True),
+              help='JSON plan: {"keep": {"<group id>": [kept channel indices]}}.')
+@click.option("-o", "--output", required=True, type=click.Path(), help="Pruned model path.")
+@click.option("--masked-reference", type=click.Path(),
+              help="Also write the original graph with the removed channels zeroed.")
+@click.option("--force", is_flag=True, help="Allow overwriting an input file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def prune(model, plan, output, masked_reference, force, as_json):
+    """Remove the channels a PLAN does not keep from MODEL (graph surgery)."""
+    from onnxprune import api
+
+    config = api.PruneConfig(model=model, plan=plan, output=output,
+                             masked_reference=masked_reference, force=force)
+    result = api.prune_file(config)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"wrote {result['output']}: MACs {result['macs_before']:,} -> "
+                   f"{result['macs_after']:,} "
+                   f"({100.0 * result['macs_after'] / max(result['macs_before'], 1):.1f}%)")

@@ -96,6 +96,10 @@ def subset_indices(count: int, fraction: float | None, limit: int | None) -> np.
 
 
 def _load_npz(path: Path, fraction: float | None, limit: int | None) -> Dataset:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise OnnxPruneError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)

@@ -10,7 +10,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     for row in cells:
-        out.append("  ".join(c.rjust(w) if c.replace(".", "").replace("%", "").isdigit()
+        out.append("  ".join(c.rjust(w) if c.replace(".", "").replace("%", "").replace(",", "").isdigit()
                              else c.ljust(w) for c, w in zip(row, widths)))
     return "\n".join(out)
 

@@ -84,6 +84,14 @@ class ChannelAnalysis:
         keep = np.ones(self.total_channels, dtype=bool) if keep is None else keep
         return int(round(sum(_term_value(t, keep.astype(np.float64)) for t in self.mac_terms)))
 
+    def prunable_macs(self) -> int:
+        """MACs of the nodes that read or write at least one prunable channel."""
+        prunable = self.prunable_mask()
+        full = np.ones(self.total_channels)
+        return int(sum(_term_value(t, full) for t in self.mac_terms
+                       if any(side is not None and prunable[side[side >= 0]].any()
+                              for side in (t.reduce, t.out))))
+
     def group_macs(self) -> dict[str, int]:
         """MACs of the nodes that read or write each group's channels."""
         owner = np.empty(self.total_channels, dtype=np.int64)
