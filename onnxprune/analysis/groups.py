@@ -57,6 +57,8 @@ class ChannelAnalysis:
     fixups: list[Fixup]
     barriers: list[dict]
     mac_terms: list[MacTerm]
+    tracked: dict  # tensor name -> Tracked (axis, atom ids)
+    source_atoms: dict[str, np.ndarray]  # source tensor name -> its atoms, in channel order
 
     @property
     def total_channels(self) -> int:
@@ -132,8 +134,13 @@ def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None) -> C
     run_rules(ctx, RULES)
     groups, channel_of_atom = _build_groups(ctx)
     terms = _mac_terms(model, ctx, channel_of_atom)
+    source_atoms: dict[str, list[int]] = {}
+    for atom, name in enumerate(ctx.space.source_of):
+        if name:
+            source_atoms.setdefault(name, []).append(atom)
     return ChannelAnalysis(graph, shapes, groups, channel_of_atom, ctx.members, ctx.reads,
-                           ctx.fixups, ctx.barriers, terms)
+                           ctx.fixups, ctx.barriers, terms, ctx.tracked,
+                           {k: np.array(v, dtype=np.int64) for k, v in source_atoms.items()})
 
 
 def _build_groups(ctx: Context) -> tuple[list[Group], np.ndarray]:

@@ -1,0 +1,145 @@
+"""Selection: per-channel scores -> the kept channels that hit a MAC target exactly.
+
+One global threshold over all prunable channels (found by bisection on the score order),
+then a deterministic fill in score order with whatever still fits under the target. Every
+group keeps at least one channel (``round_to`` channels, with ``--round-to``). MACs use the
+analysis' MAC terms: the one formula ``analyze`` uses, so the result is what the pruned
+graph will report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.analysis.groups import ChannelAnalysis
+from onnxprune.errors import OnnxPruneError
+
+
+class MacCounter:
+    """Evaluates the MAC terms for a keep mask quickly, also incrementally."""
+
+    def __init__(self, analysis: ChannelAnalysis):
+        n_terms, n_channels = len(analysis.mac_terms), analysis.total_channels
+        self.coeff = np.array([t.expr.coeff for t in analysis.mac_terms], dtype=np.float64)
+        self.reduce = np.zeros((n_terms, n_channels))
+        self.out = np.zeros((n_terms, n_channels))
+        self.fixed_reduce = np.zeros(n_terms)
+        self.fixed_out = np.zeros(n_terms)
+        for i, term in enumerate(analysis.mac_terms):
+            for side, fixed, matrix, fixed_row in (
+                (term.reduce, term.fixed_reduce, self.reduce, self.fixed_reduce),
+                (term.out, term.fixed_out, self.out, self.fixed_out),
+            ):
+                if side is None:
+                    fixed_row[i] = fixed
+                else:
+                    np.add.at(matrix[i], side[side >= 0], 1.0)
+                    fixed_row[i] = float((side < 0).sum())
+
+    def counts(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = keep.astype(np.float64)
+        return self.reduce @ k + self.fixed_reduce, self.out @ k + self.fixed_out
+
+    def macs(self, keep: np.ndarray) -> float:
+        reduce, out = self.counts(keep)
+        return float(self.coeff @ (reduce * out))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The kept channels (bool over global channels) and what they cost."""
+
+    keep: np.ndarray
+    macs: int
+    macs_before: int
+    target_macs: int
+    threshold: float
+
+    def plan(self, analysis: ChannelAnalysis) -> dict[str, list[int]]:
+        """``{group id: kept indices}`` for every prunable group that loses channels."""
+        plan = {}
+        for g in analysis.groups:
+            kept = np.flatnonzero(self.keep[g.offset:g.offset + g.channels])
+            if len(kept) < g.channels:
+                plan[g.id] = kept.tolist()
+        return plan
+
+
+def _units(analysis: ChannelAnalysis, scores: np.ndarray, round_to: int):
+    """Per prunable group: channels sorted by score (desc, index asc) in chunks of ``round_to``."""
+    mandatory, optional = [], []
+    for g in analysis.groups:
+        if not g.prunable:
+            continue
+        local = scores[g.offset:g.offset + g.channels]
+        order = g.offset + np.lexsort((np.arange(g.channels), -local))
+        size = min(max(round_to, 1), g.channels)
+        chunks = [order[i:i + size] for i in range(0, g.channels, size)]
+        if round_to > 1 and len(chunks[-1]) < size and len(chunks) > 1:
+            chunks[-2] = np.concatenate(chunks[-2:])  # a short tail rides with the last block
+            chunks.pop()
+        mandatory.append(chunks[0])
+        optional.extend((float(scores[c].mean()), int(c[0]), c) for c in chunks[1:])
+    optional.sort(key=lambda u: (-u[0], u[1]))
+    return mandatory, optional
+
+
+def select(analysis: ChannelAnalysis, scores: np.ndarray, target: float,
+           round_to: int = 1) -> Selection:
+    """Keep the best-scored channels so that MACs <= ``target`` x original, as close as possible."""
+    if not 0.0 < target <= 1.0:
+        raise OnnxPruneError(f"--target must be in (0, 1], got {target}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (analysis.total_channels,) or not np.isfinite(scores).all():
+        raise OnnxPruneError("scores must be one finite number per channel")
+    counter = MacCounter(analysis)
+    keep = ~analysis.prunable_mask()
+    before = counter.macs(np.ones_like(keep))
+    budget = target * before
+    mandatory, optional = _units(analysis, scores, round_to)
+    for chunk in mandatory:
+        keep[chunk] = True
+    floor = counter.macs(keep)
+    if floor > budget + 1e-6:
+        raise OnnxPruneError(
+            f"target {target} is below what the model can reach: keeping one channel per group "
+            f"(or --round-to) already costs {floor / before:.4f} of the MACs")
+    k = _bisect_prefix(counter, keep, optional, budget)
+    for _, _, chunk in optional[:k]:
+        keep[chunk] = True
+    threshold = optional[k - 1][0] if k else float("inf")
+    _fill(counter, keep, optional[k:], budget)
+    macs = counter.macs(keep)
+    return Selection(keep, int(round(macs)), int(round(before)), int(budget), threshold)
+
+
+def _bisect_prefix(counter: MacCounter, base: np.ndarray, units, budget: float) -> int:
+    """Largest k such that keeping the first k units stays within budget (MACs are monotone)."""
+    lo, hi = 0, len(units)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        trial = base.copy()
+        for _, _, chunk in units[:mid]:
+            trial[chunk] = True
+        if counter.macs(trial) <= budget + 1e-6:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _fill(counter: MacCounter, keep: np.ndarray, units, budget: float) -> None:
+    """Add, in score order, every remaining unit that still fits (incremental MAC deltas)."""
+    reduce, out = counter.counts(keep)
+    current = float(counter.coeff @ (reduce * out))
+    for _, _, chunk in units:
+        if current >= budget:
+            break
+        dr = counter.reduce[:, chunk].sum(axis=1)
+        do = counter.out[:, chunk].sum(axis=1)
+        new = float(counter.coeff @ ((reduce + dr) * (out + do)))
+        if new <= budget + 1e-6:
+            keep[chunk] = True
+            reduce, out, current = reduce + dr, out + do, new
