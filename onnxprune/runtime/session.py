@@ -6,6 +6,7 @@ onnxruntime is imported inside the functions, so importing this module stays che
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -122,8 +123,8 @@ def create_session(
         return _make(source, [CPU], threads, provider, name)
     if session.provider != CUDA and provider == "cuda":
         raise OnnxPruneError(
-            f"--provider cuda: {CUDA} could not be created{hint} (no usable GPU, or CUDA/cuDNN "
-            f"libraries missing) and the session fell back to {session.provider}; "
+            f"--provider cuda: {CUDA} could not be created ({hint}no usable GPU, or CUDA/cuDNN "
+            f"libraries missing), so the session fell back to {session.provider}; "
             f"use --provider cpu or --provider auto"
         )
     return session
@@ -153,8 +154,9 @@ def _make(source, providers: list[str], threads, requested: str, name: str) -> R
     return RuntimeSession(session, used[0] if used else CPU, used, requested, name)
 
 
+@functools.cache
 def _preload_cuda_libraries() -> str:
-    """Preload CUDA/cuDNN from pip packages if ORT can; returns a hint when some failed."""
+    """Preload CUDA/cuDNN from pip packages once per process; a hint when some failed."""
     import onnxruntime
 
     preload = getattr(onnxruntime, "preload_dlls", None)
@@ -165,11 +167,11 @@ def _preload_cuda_libraries() -> str:
         with contextlib.redirect_stdout(captured):  # preload_dlls prints its failures
             preload()
     except Exception:
-        return " (CUDA libraries could not be preloaded)"
+        return "CUDA libraries could not be preloaded; "
     text = captured.getvalue()
     if "Failed to load" in text:
         first = next(line for line in text.splitlines() if "Failed to load" in line)
-        return f" ({first.split(':')[0].replace('Failed to load ', 'cannot load ').strip()})"
+        return f"{first.split(':')[0].replace('Failed to load ', 'cannot load ').strip()}; "
     return ""
 
 
@@ -235,7 +237,8 @@ def run_batches(rs: RuntimeSession, x: np.ndarray, batch_size: int = 32) -> list
             outs = rs.session.run(None, {inputs[0].name: part})
         except Exception as exc:
             raise OnnxPruneError(f"{rs.name}: inference failed ({_short(exc)})") from None
-        chunks.append([o[:real] if fixed and o.ndim and o.shape[0] == fixed else o for o in outs])
+        outs = [np.reshape(o, (1,)) if o.ndim == 0 else o for o in outs]  # scalars: one per batch
+        chunks.append([o[:real] if fixed and o.shape[0] == fixed else o for o in outs])
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 

@@ -1,0 +1,1 @@
+"""The only torch code of onnxprune: a differentiable executor of ONNX graphs and its gates."""

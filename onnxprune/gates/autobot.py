@@ -1,0 +1,201 @@
+"""AutoBot gate training on the graph-mapped filter index.
+
+One gate per prunable channel (λ = sigmoid(α), λ₀ = 0.9), multiplied into the model wherever
+the channel is summed over (the analysis' reads, the same places the masked reference zeroes),
+so a zero gate is exactly what the surgery removes. The model's weights stay frozen; Adam
+trains α on task loss + β·L_flops + γ·L_bool, with the soft MACs from the analysis' MAC terms
+(the formula ``analyze`` uses, with Σλ in place of channel counts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onnxprune.analysis.groups import ChannelAnalysis
+from onnxprune.gates.executor import TorchGraph
+from onnxprune.select import MacCounter
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """AutoBot's settings; defaults from the paper (CIFAR-10)."""
+
+    beta: float = 6.0
+    gamma: float = 0.4
+    lr: float = 0.6
+    batch_size: int = 64
+    iterations: int = 200
+    init: float = 0.9
+    keep_best_after: float = 0.6
+    seed: int = 0
+
+
+@dataclass
+class GateResult:
+    """Trained gate values per global channel (1.0 for channels that cannot be pruned)."""
+
+    gates: np.ndarray
+    best_iteration: int
+    history: list[dict] = field(default_factory=list)
+    alpha: np.ndarray | None = None
+
+
+class GatedGraph:
+    """A TorchGraph whose reads are multiplied by gates over the analysis' global channels."""
+
+    def __init__(self, model, analysis: ChannelAnalysis):
+        self.analysis = analysis
+        self.prunable = np.flatnonzero(analysis.prunable_mask())
+        self.graph = TorchGraph(model)
+        self.alpha = torch.nn.Parameter(torch.zeros(len(self.prunable)))
+        self._full: torch.Tensor | None = None
+        self._index = torch.as_tensor(self.prunable, dtype=torch.long)
+        self.gating = True
+        hooks = {}
+        for read in analysis.reads:
+            channels = analysis.channel_of_atom[read.ids]
+            prunable = analysis.prunable_mask()
+            usable = (channels >= 0) & prunable[np.maximum(channels, 0)]
+            if not usable.any():
+                continue
+            gather = torch.as_tensor(np.where(usable, channels, analysis.total_channels))
+            hooks[(read.node, read.index)] = self._hook(gather, read.axis)
+        self.graph.set_read_hooks(hooks)
+        counter = MacCounter(analysis)
+        self.coeff = torch.as_tensor(counter.coeff)
+        self.reduce = torch.as_tensor(counter.reduce)
+        self.out = torch.as_tensor(counter.out)
+        self.fixed_reduce = torch.as_tensor(counter.fixed_reduce)
+        self.fixed_out = torch.as_tensor(counter.fixed_out)
+        self.macs_before = float(counter.macs(np.ones(analysis.total_channels, dtype=bool)))
+
+    def _hook(self, gather: torch.Tensor, axis: int) -> Callable:
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            if not self.gating:
+                return x
+            shape = [1] * x.dim()
+            shape[axis] = -1
+            return x * self._full[gather].view(shape)
+
+        return apply
+
+    def lambdas(self) -> torch.Tensor:
+        return torch.sigmoid(self.alpha)
+
+    def full_gates(self) -> torch.Tensor:
+        """Gates over all global channels plus a trailing 1 for fixed positions."""
+        full = torch.ones(self.analysis.total_channels + 1, dtype=self.alpha.dtype)
+        return full.index_copy(0, self._index, self.lambdas())
+
+    def forward(self, x: torch.Tensor, gated: bool = True):
+        self.gating = gated
+        self._full = self.full_gates() if gated else None
+        try:
+            return self.graph(x)
+        finally:
+            self._full = None
+
+    def soft_macs(self) -> torch.Tensor:
+        """The MAC formula with Σλ in place of channel counts (differentiable)."""
+        g = self.full_gates()[:-1].to(torch.float64)
+        reduce = self.reduce @ g + self.fixed_reduce
+        out = self.out @ g + self.fixed_out
+        return (self.coeff * reduce * out).sum()
+
+
+def flops_loss(macs: torch.Tensor, target: float, maximum: float) -> torch.Tensor:
+    """AutoBot's L_flops: (F−T)/(F_max−T) above the target, else 1 − F/T."""
+    if macs.item() > target:
+        return (macs - target) / max(maximum - target, 1e-9)
+    return 1.0 - macs / target
+
+
+def bool_loss(gated: GatedGraph) -> torch.Tensor:
+    """AutoBot's L_bool: mean over prunable groups of mean |λ − round(λ)|."""
+    lam = gated.lambdas()
+    dist = (lam - torch.round(lam.detach())).abs()
+    per_group = []
+    offset = 0
+    for g in gated.analysis.groups:
+        if g.prunable:
+            per_group.append(dist[offset:offset + g.channels].mean())
+            offset += g.channels
+    return torch.stack(per_group).mean() if per_group else lam.sum() * 0.0
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor | None,
+              teacher: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy with labels, else distillation: KL on class logits, MSE otherwise."""
+    if labels is not None:
+        return F.cross_entropy(logits, labels)
+    if logits.dim() == 2 and logits.shape[1] > 1:
+        return F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher, 1), log_target=True,
+                        reduction="batchmean")
+    return F.mse_loss(logits, teacher)
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray | None,
+                target: float, config: GateConfig = GateConfig(),
+                progress: Callable[[dict], None] | None = None,
+                state: dict | None = None) -> GateResult:
+    """Train one gate per prunable channel towards ``target`` × the original MACs."""
+    torch.manual_seed(config.seed)
+    gated = GatedGraph(model, analysis)
+    with torch.no_grad():
+        gated.alpha.fill_(math.log(config.init / (1.0 - config.init)))
+    optimizer = torch.optim.Adam([gated.alpha], lr=config.lr)
+    start, best = 0, (math.inf, -1, gated.alpha.detach().clone())
+    if state:  # resume
+        gated.alpha.data.copy_(torch.as_tensor(state["alpha"]))
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        best = (state["best_loss"], state["best_iteration"], torch.as_tensor(state["best_alpha"]))
+    target_macs = target * gated.macs_before
+    rng = np.random.default_rng(config.seed)
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(
+        math.ceil(config.batch_size * config.iterations / max(len(x), 1)) + 1)])
+    history = []
+    for it in range(start, config.iterations):
+        idx = order[it * config.batch_size:(it + 1) * config.batch_size]
+        xb = torch.as_tensor(x[idx])
+        yb = torch.as_tensor(y[idx]) if y is not None else None
+        teacher = None
+        if yb is None:
+            with torch.no_grad():
+                teacher = _first(gated.forward(xb, gated=False))
+        logits = _first(gated.forward(xb))
+        macs = gated.soft_macs()
+        terms = {
+            "task": task_loss(logits, yb, teacher),
+            "flops": flops_loss(macs, target_macs, gated.macs_before).float(),
+            "bool": bool_loss(gated),
+        }
+        loss = terms["task"] + config.beta * terms["flops"] + config.gamma * terms["bool"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        record = {"iteration": it + 1, "loss": float(loss), "macs_ratio":
+                  float(macs) / gated.macs_before, **{k: float(v) for k, v in terms.items()}}
+        history.append(record)
+        if it + 1 >= config.keep_best_after * config.iterations and record["loss"] < best[0]:
+            best = (record["loss"], it + 1, gated.alpha.detach().clone())
+        if progress:
+            progress(record, lambda: {
+                "alpha": gated.alpha.detach().numpy().copy(),
+                "optimizer": optimizer.state_dict(), "iteration": it + 1,
+                "best_loss": best[0], "best_iteration": best[1],
+                "best_alpha": best[2].numpy().copy()})
+    alpha = best[2] if best[1] > 0 else gated.alpha.detach()
+    gates = np.ones(analysis.total_channels)
+    gates[gated.prunable] = torch.sigmoid(alpha).numpy()
+    return GateResult(gates, best[1], history, alpha.numpy())
