@@ -162,3 +162,18 @@ def bench(config: BenchConfig) -> dict:
         min_speedup=config.min_speedup,
         names=[str(m) for m in config.models],
     )
+
+
+def compress(config):
+    """The ``compress`` pipeline; takes an ``onnxprune.compress.CompressConfig``, returns the report.
+
+    Example::
+
+        from onnxprune.compress import CompressConfig
+        report = onnxprune.compress(CompressConfig(model="models/resnet.onnx",
+                                                   output="resnet_half.onnx", target=0.5,
+                                                   data="models/mnist_train.npz"))
+    """
+    from onnxprune.compress import compress as run
+
+    return run(config)

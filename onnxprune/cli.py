@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -13,8 +16,20 @@ from onnxprune.errors import OnnxPruneError
 EXIT_INTERNAL = 3
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that temporary outputs are cleaned up on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 class _Group(click.Group):
-    """Prints user errors in one line, internal errors with a traceback and exit code 3."""
+    """Prints user errors in one line, internal errors with a traceback and exit code 3.
+
+    Ctrl-C exits 130 and SIGTERM 143, without a traceback; temporary outputs are removed on the
+    way out (``graph.save_model`` / ``atomic_write``), so no partial output is left.
+    """
 
     def invoke(self, ctx):
         try:
@@ -26,9 +41,12 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except KeyboardInterrupt:
-            click.echo("onnxprune: interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            terminated = isinstance(exc, _Terminated)
+            click.echo(f"onnxprune: {'terminated' if terminated else 'interrupted'}", err=True)
+            ctx.exit(143 if terminated else 130)
         except Exception:
             traceback.print_exc()
             click.echo("onnxprune: internal error (a bug): please report it with the traceback above",
@@ -43,6 +61,16 @@ class _Group(click.Group):
 def main(ctx, debug):
     """onnxprune: structured pruning of ONNX models (AutoBot, with graph-level channel coupling)."""
     ctx.obj = {"debug": debug}
+    if not debug:
+        # onnx-graphsurgeon prints its warnings (e.g. on bfloat16 weights) to stdout, which would
+        # corrupt --json output; show them with --debug only
+        from onnx_graphsurgeon.logger import G_LOGGER
+
+        G_LOGGER.severity = G_LOGGER.ERROR
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError, OSError):
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def _print_json(obj) -> None:
@@ -189,3 +217,71 @@ def prune(model, plan, output, masked_reference, force, as_json):
         click.echo(f"wrote {result['output']}: MACs {result['macs_before']:,} -> "
                    f"{result['macs_after']:,} "
                    f"({100.0 * result['macs_after'] / max(result['macs_before'], 1):.1f}%)")
+
+
+def _floats(text):
+    return tuple(float(v) for v in text.split(",")) if text else None
+
+
+def _size(text):
+    if not text:
+        return None
+    parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    return (parts[0], parts[-1])
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--target", default=0.5, show_default=True, type=float,
+              help="Fraction of the original MACs to keep (0.5 keeps half).")
+@click.option("--data", type=click.Path(), help=".npz (x, optional y) or a folder of class "
+              "sub-folders of images; none: data-free mode.")
+@click.option("--eval-data", type=click.Path(), help="Held-out data for accuracy before/after.")
+@click.option("-o", "--output", type=click.Path(), help="Output model [MODEL_pruned.onnx].")
+@click.option("--report", type=click.Path(), help="Write the JSON report here.")
+@click.option("--method", default="autobot", show_default=True,
+              type=click.Choice(["autobot", "l1", "bn-scale", "random"]))
+@click.option("--beta", default=6.0, show_default=True, help="Weight of the FLOPs loss.")
+@click.option("--gamma", default=0.4, show_default=True, help="Weight of the bool loss.")
+@click.option("--lr", default=0.6, show_default=True, help="Adam learning rate of the gates.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--iterations", default=200, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--recalibrate/--no-recalibrate", default=True, show_default=True,
+              help="Re-match conv output statistics after pruning.")
+@click.option("--round-to", default=1, show_default=True,
+              help="Kept channels per group in multiples of N.")
+@click.option("--fraction", type=float, help="Use this fraction of --data.")
+@click.option("--limit", type=int, help="Use at most this many samples of --data.")
+@click.option("--input-size", help="Image folders: H,W.")
+@click.option("--mean", help="Image folders: per-channel mean, comma-separated.")
+@click.option("--std", help="Image folders: per-channel std, comma-separated.")
+@click.option("--bench", is_flag=True, help="Also benchmark original vs pruned latency.")
+@click.option("--provider", default="auto", show_default=True,
+              type=click.Choice(["auto", "cuda", "cpu"]))
+@click.option("--max-accuracy-drop", type=float, help="Exit 1 if accuracy drops more (points).")
+@click.option("--min-agreement", type=float, help="Exit 1 if top-1 agreement is lower (0..1).")
+@click.option("--resume", is_flag=True, help="Continue gate training from OUTPUT.ckpt.npz.")
+@click.option("--force", is_flag=True, help="Allow overwriting an input file.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def compress(model, target, data, eval_data, output, report, method, beta, gamma, lr, batch_size,
+             iterations, seed, recalibrate, round_to, fraction, limit, input_size, mean, std,
+             bench, provider, max_accuracy_drop, min_agreement, resume, force, quiet, as_json):
+    """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""
+    from pathlib import Path
+
+    from onnxprune import api
+    from onnxprune.compress import CompressConfig, check_thresholds, format_compress
+
+    output = output or str(Path(model).with_name(Path(model).stem + "_pruned.onnx"))
+    config = CompressConfig(
+        model=model, output=output, target=target, data=data, eval_data=eval_data,
+        report=report, method=method, beta=beta, gamma=gamma, lr=lr, batch_size=batch_size,
+        iterations=iterations, seed=seed, recalibrate=recalibrate, round_to=round_to,
+        fraction=fraction, limit=limit, input_size=_size(input_size), mean=_floats(mean),
+        std=_floats(std), bench=bench, provider=provider, resume=resume, force=force,
+        quiet=quiet, max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
+    result = api.compress(config)
+    click.echo(json.dumps(result, indent=2) if as_json else format_compress(result))
+    check_thresholds(result)

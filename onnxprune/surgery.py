@@ -43,6 +43,27 @@ def validate_keep(analysis: ChannelAnalysis, keep: Mapping[str, Sequence[int]]) 
             raise OnnxPruneError(f"plan: group '{group_id}' lists a channel index twice")
         if not group.prunable and len(values) != group.channels:
             raise OnnxPruneError(f"plan: group '{group_id}' is not prunable ({group.reason})")
+    _check_no_empty_slice(analysis, keep_mask(analysis, keep))
+
+
+def _check_no_empty_slice(analysis: ChannelAnalysis, channel_kept: np.ndarray) -> None:
+    """Refuse a plan that removes every channel of a tensor read or sliced somewhere.
+
+    A group keeps at least one channel, but a Slice or Split of it may still lose all of its
+    positions; the pruned graph would then carry a tensor with zero channels.
+    """
+    for item in (*analysis.reads, *analysis.members):
+        channels = analysis.channel_of_atom[item.ids]
+        if channels.size == 0 or (channels < 0).any() or channel_kept[channels].any():
+            continue
+        group = next(g for g in analysis.groups if g.offset <= channels[0] < g.offset + g.channels)
+        raise OnnxPruneError(f"plan: group '{group.id}' keeps none of the channels "
+                             f"{_span(channels - group.offset)} that node '{item.node}' reads")
+
+
+def _span(indices: np.ndarray) -> str:
+    values = sorted(set(indices.tolist()))
+    return f"{values[0]}..{values[-1]}" if len(values) > 1 else str(values[0])
 
 
 def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:

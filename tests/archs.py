@@ -100,7 +100,7 @@ class Builder:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
             onnx.checker.check_model(model, full_check=True)
         # fill the output shapes so the "shapes unchanged" check compares real dims
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
         by_name = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
         for out in model.graph.output:
             if out.name in by_name and by_name[out.name].type.tensor_type.HasField("shape"):
@@ -113,8 +113,24 @@ class Builder:
 
 
 def random_keep(analysis, rng: np.random.Generator, fraction: float | None = None,
-                skip: float = 0.2) -> dict[str, list[int]]:
-    """A random valid plan: each prunable group keeps a non-empty random subset (or is absent)."""
+                skip: float = 0.2, tries: int = 50) -> dict[str, list[int]]:
+    """A random valid plan (``validate_keep`` accepts it): tries until no slice is emptied."""
+    from onnxprune.errors import OnnxPruneError
+    from onnxprune.surgery import validate_keep
+
+    for _ in range(tries):
+        keep = _random_keep(analysis, rng, fraction, skip)
+        try:
+            validate_keep(analysis, keep)
+            return keep
+        except OnnxPruneError as exc:
+            assert "keeps none of the channels" in str(exc), exc
+    return {}
+
+
+def _random_keep(analysis, rng: np.random.Generator, fraction: float | None,
+                 skip: float) -> dict[str, list[int]]:
+    """Each prunable group keeps a non-empty random subset (or is absent)."""
     keep = {}
     for g in analysis.groups:
         if not g.prunable or rng.random() < skip:
@@ -514,3 +530,18 @@ def export(name: str, folder: str | os.PathLike, dynamo: bool) -> Path:
 def export_tmp(name: str, dynamo: bool) -> Path:
     folder = tempfile.mkdtemp(prefix=f"onnxprune-{name}-")
     return export(name, folder, dynamo)
+
+
+# --- small graph patterns for the op tests ----------------------------------------------------
+
+
+def stem(b: Builder, c: int = 6, cin: int = 3, hw: int = 4, relu: bool = True) -> str:
+    """Input 'x' (1, cin, hw, hw) -> Conv -> (Relu): a prunable source of ``c`` channels."""
+    x = b.input("x", [1, cin, hw, hw])
+    y = b.conv(x, cin, c)
+    return b.op("Relu", [y]) if relu else y
+
+
+def head(b: Builder, y: str, c: int, out: int = 3) -> str:
+    """Conv 1x1 reading ``c`` channels (so that they are summed over) -> graph output."""
+    return b.conv(y, c, out, k=1)

@@ -89,3 +89,21 @@ def test_split_is_reproducible(models_dir):
     with np.load(models_dir / "mnist_test.npz") as data:
         np.testing.assert_array_equal(data["y"], y_test)
         np.testing.assert_array_equal(data["x"], x_test)
+
+
+@pytest.mark.parametrize("exporter", EXPORTS)
+def test_fixture_structure(models_dir, exporter):
+    """The features each family exists for: Flatten->Gemm over a spatial map, residual Adds."""
+    ops = {name: [n.op_type for n in onnx.load_model(
+        str(model_path(models_dir, name, exporter)), load_external_data=False).graph.node]
+        for name in refmodels.MODELS}
+    vgg = onnx.load_model(str(model_path(models_dir, "vgg", exporter)))
+    first_gemm = next(n for n in vgg.graph.node if n.op_type == "Gemm")
+    fc1 = next(t for t in vgg.graph.initializer if t.name == first_gemm.input[1])
+    assert list(fc1.dims) == [64, 64 * 3 * 3]
+    assert "GlobalAveragePool" not in ops["vgg"] and "ReduceMean" not in ops["vgg"]
+    assert ops["resnet"].count("Add") == 5
+    assert ops["mobilenetv2"].count("Add") == 3
+    dw = [n for n in onnx.load_model(str(model_path(models_dir, "mobilenetv2", exporter))).graph.node
+          if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(dw) == 5

@@ -20,9 +20,7 @@ def fixed_batch_copy(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
 
     A symbolic dim anywhere else cannot be counted exactly and is refused by name.
     """
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    del copy.graph.value_info[:]
+    copy = _light_copy(model)
     real_inputs = set(graph_input_names(model))
     for value in copy.graph.input:
         if value.name not in real_inputs or not value.type.HasField("tensor_type"):
@@ -34,6 +32,10 @@ def fixed_batch_copy(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 continue
             if axis != 0:
+                if dim.HasField("dim_value"):
+                    raise OnnxPruneError(
+                        f"input '{value.name}' has size {dim.dim_value} at axis {axis}; "
+                        f"every non-batch dimension must be positive")
                 label = dim.dim_param or "?"
                 raise OnnxPruneError(
                     f"input '{value.name}' has a dynamic dimension '{label}' at axis {axis}; "
@@ -49,11 +51,55 @@ def fixed_batch_copy(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
     return copy
 
 
+_BIG_WEIGHT_ELEMENTS = 4096  # float weights at least this big are typed inputs in the copy
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                onnx.TensorProto.DOUBLE}
+
+
+def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without value_info whose big float initializers are typed graph inputs instead.
+
+    Shape inference needs the values of shape-carrying (integer) constants only; leaving the
+    float weights out keeps the copy small, fast, and under protobuf's 2 GB for big models.
+    """
+    copy = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(copy, field.name, value)
+    graph = copy.graph
+    for field, value in model.graph.ListFields():
+        if field.name not in ("initializer", "value_info"):
+            _copy_field(graph, field.name, value)
+    declared = {v.name for v in model.graph.input}
+    for init in model.graph.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        if init.data_type in _FLOAT_TYPES and count >= _BIG_WEIGHT_ELEMENTS:
+            if init.name not in declared:
+                graph.input.append(onnx.helper.make_tensor_value_info(
+                    init.name, init.data_type, list(init.dims)))
+        else:
+            graph.initializer.append(init)
+    return copy
+
+
+def _copy_field(target, name: str, value) -> None:
+    if hasattr(value, "extend") and hasattr(value, "__len__"):  # repeated field
+        getattr(target, name).extend(value)
+    elif hasattr(value, "CopyFrom"):  # message field
+        getattr(target, name).CopyFrom(value)
+    else:
+        setattr(target, name, value)
+
+
 def infer_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, Shape]:
     """Concrete shapes of every tensor the inference can resolve, with batch fixed."""
     fixed = fixed_batch_copy(model, batch)
     try:
-        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+        # strict: a type or shape error in the model is bad input here, not a surgery bug later
+        inferred = onnx.shape_inference.infer_shapes(fixed, check_type=True, strict_mode=True,
+                                                     data_prop=True)
     except Exception as exc:
         raise OnnxPruneError(f"shape inference failed: {' '.join(str(exc).split())[:300]}") from None
     shapes: dict[str, Shape] = {}
@@ -63,7 +109,64 @@ def infer_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, Shape]:
             shapes[value.name] = shape
     for init in model.graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    shapes.setdefault(node.output[0], tuple(int(d) for d in attr.t.dims))
+    _check_channels(model, shapes)
+    _explain_unknown(model, shapes)
     return shapes
+
+
+_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def _check_channels(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
+    """Conv input channels must match weight channels x group (shape inference does not check)."""
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+        if not x or not w or len(x) < 2 or len(w) < 2:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
+        if x[1] != w[1] * group:
+            raise OnnxPruneError(
+                f"Conv node '{node.name}': input '{node.input[0]}' has {x[1]} channels but weight "
+                f"'{node.input[1]}' {list(w)} with group {group} expects {w[1] * group}")
+
+
+def _explain_unknown(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
+    """A MAC op whose input shape is unknown: name the op that shape inference could not pass."""
+    producer = {out: node for node in model.graph.node for out in node.output if out}
+    for node in model.graph.node:
+        if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        missing = next((n for n in (*node.input[:2], *node.output[:1]) if n and n not in shapes),
+                       None)
+        if missing is None:
+            continue
+        culprit = producer.get(missing)
+        seen = set()
+        while culprit is not None and culprit.name not in seen:  # walk up to the first unknown
+            seen.add(culprit.name)
+            unknown_in = next((producer[n] for n in culprit.input
+                               if n and n not in shapes and n in producer), None)
+            if unknown_in is None:
+                break
+            culprit = unknown_in
+        if culprit is None:
+            raise OnnxPruneError(f"cannot count MACs of {node.op_type} node '{node.name}': "
+                                 f"shape of '{missing}' unknown")
+        domain = f" of custom domain '{culprit.domain}'" if culprit.domain not in ("", "ai.onnx") \
+            else ""
+        what = "subgraph op " if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                                     for a in culprit.attribute) else "op "
+        raise OnnxPruneError(
+            f"{what}'{culprit.op_type}'{domain} (node '{culprit.name}'): shape inference cannot "
+            f"pass it, so the shape of '{missing}' read by {node.op_type} node '{node.name}' is "
+            f"unknown and MACs cannot be counted")
 
 
 def _concrete(value: onnx.ValueInfoProto) -> Shape | None:

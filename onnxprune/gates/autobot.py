@@ -156,10 +156,7 @@ def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray |
     optimizer = torch.optim.Adam([gated.alpha], lr=config.lr)
     start, best = 0, (math.inf, -1, gated.alpha.detach().clone())
     if state:  # resume
-        gated.alpha.data.copy_(torch.as_tensor(state["alpha"]))
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        best = (state["best_loss"], state["best_iteration"], torch.as_tensor(state["best_alpha"]))
+        start, best = _restore(gated, optimizer, state)
     target_macs = target * gated.macs_before
     rng = np.random.default_rng(config.seed)
     order = np.concatenate([rng.permutation(len(x)) for _ in range(
@@ -184,18 +181,44 @@ def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray |
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        record = {"iteration": it + 1, "loss": float(loss), "macs_ratio":
-                  float(macs) / gated.macs_before, **{k: float(v) for k, v in terms.items()}}
+        record = {"iteration": it + 1, "loss": float(loss.detach()),
+                  "macs_ratio": float(macs.detach()) / gated.macs_before,
+                  **{k: float(v.detach()) for k, v in terms.items()}}
         history.append(record)
         if it + 1 >= config.keep_best_after * config.iterations and record["loss"] < best[0]:
             best = (record["loss"], it + 1, gated.alpha.detach().clone())
         if progress:
-            progress(record, lambda: {
-                "alpha": gated.alpha.detach().numpy().copy(),
-                "optimizer": optimizer.state_dict(), "iteration": it + 1,
-                "best_loss": best[0], "best_iteration": best[1],
-                "best_alpha": best[2].numpy().copy()})
+            progress(record, lambda: _snapshot(gated, optimizer, it + 1, best))
     alpha = best[2] if best[1] > 0 else gated.alpha.detach()
     gates = np.ones(analysis.total_channels)
     gates[gated.prunable] = torch.sigmoid(alpha).numpy()
     return GateResult(gates, best[1], history, alpha.numpy())
+
+
+def _snapshot(gated: GatedGraph, optimizer, iteration: int, best) -> dict:
+    """The training state as numpy arrays (for a checkpoint)."""
+    adam = optimizer.state[gated.alpha]
+    return {
+        "iteration": iteration, "alpha": gated.alpha.detach().numpy().copy(),
+        "adam_step": float(adam["step"]), "adam_exp_avg": adam["exp_avg"].numpy().copy(),
+        "adam_exp_avg_sq": adam["exp_avg_sq"].numpy().copy(),
+        "best_loss": best[0], "best_iteration": best[1], "best_alpha": best[2].numpy().copy(),
+    }
+
+
+def _restore(gated: GatedGraph, optimizer, state: dict):
+    """Load a snapshot into the gates and the optimizer; returns (start, best)."""
+    alpha = torch.as_tensor(np.asarray(state["alpha"], dtype=np.float32))
+    if alpha.shape != gated.alpha.shape:
+        from onnxprune.errors import OnnxPruneError
+
+        raise OnnxPruneError("checkpoint does not match this model's channel groups")
+    gated.alpha.data.copy_(alpha)
+    optimizer.state[gated.alpha] = {
+        "step": torch.tensor(float(state["adam_step"])),
+        "exp_avg": torch.as_tensor(np.asarray(state["adam_exp_avg"], dtype=np.float32)),
+        "exp_avg_sq": torch.as_tensor(np.asarray(state["adam_exp_avg_sq"], dtype=np.float32)),
+    }
+    best = (float(state["best_loss"]), int(state["best_iteration"]),
+            torch.as_tensor(np.asarray(state["best_alpha"], dtype=np.float32)))
+    return int(state["iteration"]), best

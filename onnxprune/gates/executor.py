@@ -245,10 +245,11 @@ class TorchGraph(nn.Module):
                 got[name] = env[slot]
             for slot in free:
                 env[slot] = None
-        missing = capture - set(got)
-        for name in missing:  # folded to a constant
+        for name in capture - set(got):  # folded to a constant
+            if not self._is_const(name):
+                raise OnnxPruneError(f"tensor '{name}' is never computed by the executor")
             got[name] = self._constant(name)
-        return self._finish(plan, env), got
+        return self._finish(plan, env), {name: got[name] for name in capture}
 
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Conv and ConvTranspose rules: sources, depthwise coupling, grouped conv barrier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from archs import Builder, check_random_plans, group_of, head, stem
+
+from onnxprune.analysis.groups import analyze_channels
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv_chain(bias, k):
+    b = Builder(1)
+    y = stem(b, 6)
+    y = b.op("Relu", [b.bn(b.conv(y, 6, 5, k=k, bias=bias), 5)])
+    y = b.conv(y, 5, 7, k=k, bias=bias, stride=2)
+    m = b.model([head(b, y, 7)])
+    a = check_random_plans(m, plans=4, seed=k)
+    assert [g.channels for g in a.groups] == [6, 5, 7, 3]
+    assert [g.prunable for g in a.groups] == [True, True, True, False]
+    # one global index per channel, consecutive
+    assert [g.offset for g in a.groups] == [0, 6, 11, 18]
+
+
+def test_depthwise_couples_input_and_output():
+    b = Builder(2)
+    y = stem(b, 6)
+    dw = b.op("Relu", [b.bn(b.conv(y, 6, 6, group=6), 6)])
+    m = b.model([head(b, dw, 6)])
+    a = check_random_plans(m, plans=5)
+    # the depthwise conv is not a source: its output carries the stem's channels
+    assert [g.channels for g in a.groups] == [6, 3] and a.groups[0].prunable
+    reads = [r for r in a.reads if r.node == m.graph.node[-1].name]
+    assert len(reads) == 1 and a.channels(reads[0].ids).tolist() == list(range(6))
+    depthwise = [mem for mem in a.members if mem.node == m.graph.node[2].name]
+    assert {mem.index for mem in depthwise} == {1, 2}  # weight and bias sliced on axis 0
+    assert all(a.channels(mem.ids).tolist() == list(range(6)) for mem in depthwise)
+
+
+def test_depthwise_with_multiplier_is_barrier():
+    b = Builder(3)
+    y = stem(b, 4)
+    y = b.conv(y, 4, 8, group=4)  # channel multiplier 2: not cin == cout
+    m = b.model([head(b, y, 8)])
+    a = analyze_channels(m)
+    assert not a.groups[0].prunable
+    assert "grouped conv" in a.groups[0].reason
+    check_random_plans(m, plans=2)
+
+
+@pytest.mark.parametrize("group", [2, 3])
+def test_grouped_conv_is_barrier_named(group):
+    b = Builder(4)
+    y = stem(b, 6)
+    g = b.conv(y, 6, 6, group=group)
+    m = b.model([head(b, b.op("Relu", [g]), 6)])
+    a = analyze_channels(m)
+    stem_group = a.groups[0]
+    assert not stem_group.prunable
+    assert f"group={group}" in stem_group.reason and "grouped conv" in stem_group.reason
+    assert any(x["op"] == "Conv" and "grouped conv" in x["reason"] for x in a.barriers)
+    # its output channels are not a source either: no group for them
+    assert [g.channels for g in a.groups] == [6, 3]
+    check_random_plans(m, plans=3)
+
+
+def test_conv_transpose():
+    b = Builder(5)
+    y = stem(b, 6)
+    w = b.weight(6, 4, 2, 2)
+    bias = b.init(np.linspace(-1, 1, 4).astype(np.float32), "b")
+    t = b.op("ConvTranspose", [y, w, bias], kernel_shape=[2, 2], strides=[2, 2])
+    m = b.model([head(b, b.op("Relu", [t]), 4)])
+    a = check_random_plans(m, plans=4)
+    assert [g.channels for g in a.groups][:2] == [6, 4]
+    assert all(g.prunable for g in a.groups[:2])
+
+
+def test_grouped_conv_transpose_is_barrier():
+    b = Builder(6)
+    y = stem(b, 4)
+    t = b.op("ConvTranspose", [y, b.weight(4, 1, 2, 2)], kernel_shape=[2, 2], strides=[2, 2],
+             group=4)
+    m = b.model([head(b, t, 4)])
+    a = analyze_channels(m)
+    assert not a.groups[0].prunable and "grouped ConvTranspose" in a.groups[0].reason
+    check_random_plans(m, plans=2)
+
+
+def test_conv_with_computed_weight_is_barrier():
+    b = Builder(7)
+    y = stem(b, 4)
+    w = b.op("Identity", [b.weight(5, 4, 1, 1)])  # a computed (non-constant) weight
+    c = b.op("Conv", [y, w], kernel_shape=[1, 1])
+    m = b.model([head(b, c, 5)])
+    a = analyze_channels(m)
+    assert not a.groups[0].prunable and "not constant" in a.groups[0].reason
+    check_random_plans(m, plans=2)
+
+
+def test_shared_weight_initializer_is_cloned():
+    """Two convs sharing one weight initializer: each is sliced on its own."""
+    b = Builder(8)
+    x = b.input("x", [1, 3, 4, 4])
+    w = b.weight(4, 3, 3, 3)
+    c1 = b.op("Conv", [x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    c2 = b.op("Conv", [x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    out = b.op("Concat", [head(b, c1, 4), head(b, c2, 4)], axis=1)
+    m = b.model([out])
+    a = check_random_plans(m, plans=4)
+    assert [g.channels for g in a.groups][:2] == [4, 4]
