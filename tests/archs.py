@@ -489,6 +489,18 @@ ARCHS = {
 }
 
 
+def vgg_small():
+    """Plain conv stack with weights over 1 KB (so that external data stays external)."""
+    torch, nn = _torch()
+    module = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(),
+                           nn.Conv2d(16, 24, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.Flatten(), nn.Linear(24 * 4 * 4, 5))
+    return module, (1, 3, 8, 8)
+
+
+EXTRA = {"vgg_small": vgg_small}
+
+
 def randomize_bn(module, seed: int = 0) -> None:
     """Give BatchNorm/LayerNorm non-trivial statistics so that pruning mistakes show."""
     torch, nn = _torch()
@@ -512,7 +524,7 @@ def export(name: str, folder: str | os.PathLike, dynamo: bool) -> Path:
     import torch
 
     torch.manual_seed(0)
-    module, shape = ARCHS[name]()
+    module, shape = {**ARCHS, **EXTRA}[name]()
     randomize_bn(module)
     module.eval()
     x = torch.randn(*shape)
