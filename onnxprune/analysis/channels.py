@@ -142,6 +142,9 @@ class Context:
             value = tensor.inputs[0].attrs.get("value")
             if isinstance(value, gs.Constant):
                 return value.values
+        if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Identity":
+            # the TorchScript exporter shares equal initializers through Identity nodes
+            return self.const(tensor.inputs[0].inputs[0])
         return None
 
     # -- recording -------------------------------------------------------------------------
@@ -159,7 +162,7 @@ class Context:
 
     def slice_const(self, node: gs.Node, index: int, axis: int, ids: np.ndarray) -> None:
         """Record that constant input ``index`` of ``node`` is sliced along ``axis``."""
-        _own_constant(self.graph, node, index)
+        _own_constant(node, index, self.const(node.inputs[index]))
         self.members.append(Member(node.name, index, axis, np.asarray(ids, dtype=np.int64)))
 
     def read(self, node: gs.Node, index: int, tracked: Tracked) -> None:
@@ -184,16 +187,16 @@ class _UnknownShape(Exception):
         self.name = name
 
 
-def _own_constant(graph: gs.Graph, node: gs.Node, index: int) -> None:
-    """Make ``node.inputs[index]`` a gs.Constant used by this node alone (clone if shared)."""
+def _own_constant(node: gs.Node, index: int, values: np.ndarray) -> None:
+    """Make ``node.inputs[index]`` a gs.Constant used by this node alone (clone if shared).
+
+    ``values`` is the input's constant value (an initializer, a Constant node's or one
+    passed through Identity nodes).
+    """
     tensor = node.inputs[index]
     if isinstance(tensor, gs.Constant) and len(tensor.outputs) == 1:
         return
-    if isinstance(tensor, gs.Constant):
-        values = np.array(tensor.values)
-    else:
-        values = np.array(tensor.inputs[0].attrs["value"].values)
-    clone = gs.Constant(f"{tensor.name}__{node.name}", values)
+    clone = gs.Constant(f"{tensor.name}__{node.name}", np.array(values))
     node.inputs[index] = clone
 
 

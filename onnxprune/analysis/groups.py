@@ -164,11 +164,12 @@ def _build_groups(ctx: Context) -> tuple[list[Group], np.ndarray]:
             name = parent[name]
         return name
 
+    position = {name: i for i, name in enumerate(order)}
     for names in sources_of_root.values():
         for other in names[1:]:
             a, b = find(names[0]), find(other)
             if a != b:
-                first, second = sorted((a, b), key=order.index)
+                first, second = sorted((a, b), key=position.__getitem__)
                 parent[second] = first
     members: dict[str, list[str]] = {}
     for name in order:
@@ -183,18 +184,20 @@ def _build_groups(ctx: Context) -> tuple[list[Group], np.ndarray]:
             atoms_of_source.setdefault(name, []).append(atom)
     for head in (n for n in order if find(n) == n):
         start = offset
+        roots_here = []
         for name in members[head]:
-            for atom in atoms_of_source[name]:
-                root = int(roots[atom])
+            for root in roots[atoms_of_source[name]].tolist():
                 if root not in channel_of_root:
                     channel_of_root[root] = offset
+                    roots_here.append(root)
                     offset += 1
-        roots_here = [r for r, c in channel_of_root.items() if start <= c < offset]
         reasons = [space.blocked[r] for r in roots_here if r in space.blocked]
         groups.append(Group(head, offset - start, start, tuple(members[head]),
                             not reasons, reasons[0] if reasons else None))
-    for atom in range(len(roots)):
-        channel_of_atom[atom] = channel_of_root.get(int(roots[atom]), -1)
+    root_channel = np.full(len(roots), -1, dtype=np.int64)
+    for root, channel in channel_of_root.items():
+        root_channel[root] = channel
+    channel_of_atom[:] = root_channel[roots] if len(roots) else channel_of_atom
     return groups, channel_of_atom
 
 

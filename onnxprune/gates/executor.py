@@ -46,7 +46,8 @@ class TorchGraph(nn.Module):
 
     def __init__(self, model: onnx.ModelProto, read_hooks: dict[HookKey, Hook] | None = None):
         super().__init__()
-        if any(not n.name for n in model.graph.node) or len({n.name for n in model.graph.node}) < len(model.graph.node):
+        names = [n.name for n in model.graph.node]
+        if not all(names) or len(set(names)) < len(names):
             model = _copy(model)
             ensure_node_names(model)
         graph = model.graph
@@ -54,9 +55,8 @@ class TorchGraph(nn.Module):
         self._nodes = list(graph.node)
         for node in self._nodes:
             if node.domain not in ("", "ai.onnx") or node.op_type not in OPS:
-                raise OnnxPruneError(
-                    f"node '{node.name}': op type '{node.op_type}' is not supported by the torch executor"
-                )
+                raise OnnxPruneError(f"node '{node.name}': op type '{node.op_type}' is not "
+                                     f"supported by the torch executor")
         inits = {t.name for t in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in inits]
         self.output_names = [o.name for o in graph.output]
@@ -97,8 +97,9 @@ class TorchGraph(nn.Module):
             for node in self._nodes:
                 self._compile_node(node, hooks_of.get(node.name, {}), consts, sym)
         self._folded_names = {}
+        device = next((b.device for b in self.buffers()), None)
         for index, name in enumerate(n for n in consts if n not in self._base_names):
-            self.register_buffer(f"_f{index}", consts[name], persistent=False)
+            self.register_buffer(f"_f{index}", consts[name].to(device), persistent=False)
             self._folded_names[name] = f"_f{index}"
         self._plans: dict[frozenset, _Plan] = {}
 
@@ -108,7 +109,8 @@ class TorchGraph(nn.Module):
             renamed = f"{inputs[index]}::hook::{node.name}:{index}"
             self._runtime.append((hook, [inputs[index]], [renamed]))
             inputs[index] = renamed
-        spec = NodeSpec(node, self._opset, {i: consts[n] for i, n in enumerate(inputs) if n in consts})
+        known = {i: consts[n] for i, n in enumerate(inputs) if n in consts}
+        spec = NodeSpec(node, self._opset, known)
         spec.inputs = inputs
         rewrite = _REWRITES.get(node.op_type)
         if rewrite is not None:
@@ -176,7 +178,8 @@ class TorchGraph(nn.Module):
         plan = _Plan(steps, captures)
         plan.const_slots = [(slots[n], n) for n in slots if self._is_const(n)]
         plan.input_slots = tuple(slots[n] for n in self.input_names)
-        plan.early = tuple((slots[n], n) for n in keep if n in slots and (n in self.input_names or self._is_const(n)))
+        plan.early = tuple((slots[n], n) for n in keep
+                           if n in slots and (n in self.input_names or self._is_const(n)))
         self._fill_template(plan, len(slots))
         for name in self.output_names:
             if name not in slots:
@@ -198,7 +201,8 @@ class TorchGraph(nn.Module):
     # ---- running ----------------------------------------------------------------------------
     def _start(self, plan: _Plan, inputs) -> list:
         if len(inputs) != len(plan.input_slots):
-            raise OnnxPruneError(f"the graph takes {len(plan.input_slots)} inputs, got {len(inputs)}")
+            raise OnnxPruneError(
+                f"the graph takes {len(plan.input_slots)} inputs, got {len(inputs)}")
         env = plan.template.copy()
         for slot, value in zip(plan.input_slots, inputs):
             env[slot] = value
@@ -225,7 +229,7 @@ class TorchGraph(nn.Module):
         return self._finish(plan, env)
 
     def forward_with(self, inputs, capture: Iterable[str]):
-        """Run the graph and also return the named intermediate tensors: (outputs, {name: tensor})."""
+        """Run the graph; also return the named intermediate tensors: (outputs, {name: tensor})."""
         capture = set(capture)
         unknown = sorted(capture - self._known)
         if unknown:
@@ -264,7 +268,8 @@ def _to_torch(tensor: onnx.TensorProto) -> torch.Tensor:
     try:
         return torch.from_numpy(array.copy())
     except TypeError:
-        raise OnnxPruneError(f"initializer '{tensor.name}' has unsupported type {array.dtype}") from None
+        raise OnnxPruneError(
+            f"initializer '{tensor.name}' has unsupported type {array.dtype}") from None
 
 
 def _infer_dims(model: onnx.ModelProto) -> dict[str, list[Dim]]:
@@ -309,7 +314,8 @@ def _sym_tensor(value: SymVal, spec: NodeSpec, consts) -> torch.Tensor:
     entries, scalar = value
     device = next(iter(consts.values())).device if consts else None
     tensor = torch.tensor(entries, dtype=torch.int64, device=device)
-    dtype = torch.int32 if spec.op_type == "Cast" and spec.attr("to") == onnx.TensorProto.INT32 else None
+    to_int32 = spec.op_type == "Cast" and spec.attr("to") == onnx.TensorProto.INT32
+    dtype = torch.int32 if to_int32 else None
     tensor = tensor.reshape(()) if scalar else tensor
     return tensor if dtype is None else tensor.to(dtype)
 

@@ -5,7 +5,7 @@ Reshape's shape) once, at construction, and returns a ``Kernel``: a callable ove
 runtime inputs, the input positions it reads, and how many outputs it returns. Tensor-valued
 constants (weights) stay runtime arguments, so they live in buffers that move with ``.to()``.
 This file holds the table, elementwise and tensor-manipulation ops; ``torch_ops_nn`` registers
-the convolution, pooling, normalisation, resize and pad ops into the same table.
+softmax, linear algebra, convolution, pooling, normalisation, resize and pad ops into it.
 """
 
 from __future__ import annotations
@@ -215,51 +215,6 @@ def _clip(spec):
     return Kernel(lambda x: torch.clamp(x, lo, hi), (0,))
 
 
-def _softmax_factory(torch_fn):
-    def factory(spec):
-        if spec.opset >= 13:
-            axis = spec.attr("axis", -1)
-            return Kernel(lambda x: torch_fn(x, axis), (0,))
-        axis = spec.attr("axis", 1)
-
-        def fn(x):  # opset < 13: coerce to 2-D at ``axis``
-            flat = x.reshape(math.prod(x.shape[:axis]), -1)
-            return torch_fn(flat, 1).reshape(x.shape)
-
-        return Kernel(fn, (0,))
-
-    return factory
-
-
-register("Softmax")(_softmax_factory(F.softmax))
-register("LogSoftmax")(_softmax_factory(F.log_softmax))
-
-
-# ---- linear algebra ---------------------------------------------------------------------------
-
-@register("Gemm")
-def _gemm(spec):
-    alpha, beta = spec.attr("alpha", 1.0), spec.attr("beta", 1.0)
-    trans_a, trans_b = spec.attr("transA", 0), spec.attr("transB", 0)
-    if alpha == 1.0 and beta == 1.0 and not trans_a and trans_b:
-        return Kernel(lambda a, b, c=None: F.linear(a, b, c), _present(spec))
-
-    def fn(a, b, c=None):
-        a = a.t() if trans_a else a
-        b = b.t() if trans_b else b
-        if c is None:
-            return torch.mm(a, b) * alpha if alpha != 1.0 else torch.mm(a, b)
-        return torch.addmm(c, a, b, beta=beta, alpha=alpha)
-
-    return Kernel(fn, _present(spec))
-
-
-@register("Einsum")
-def _einsum(spec):
-    equation = spec.attr("equation")
-    return Kernel(lambda *xs: torch.einsum(equation, *xs), _present(spec))
-
-
 # ---- shapes and tensor manipulation -----------------------------------------------------------
 
 @register("Constant")
@@ -269,7 +224,10 @@ def _constant(spec):
                       ("value_ints", torch.int64)):
         if key in spec.attrs:
             value = spec.attrs[key]
-            tensor = torch.from_numpy(np.array(value)) if kind is None else torch.tensor(value, dtype=kind)
+            if kind is None:
+                tensor = torch.from_numpy(np.array(value))
+            else:
+                tensor = torch.tensor(value, dtype=kind)
             return Kernel(lambda: tensor, ())
     raise spec.fail("only numeric 'value*' attributes are supported")
 
@@ -418,7 +376,8 @@ def _slice_fn(starts, ends, axes, steps) -> Callable:
 @register("Slice")
 def _slice(spec):
     if spec.opset < 10:
-        return Kernel(_slice_fn(spec.attr("starts"), spec.attr("ends"), spec.attr("axes"), None), (0,))
+        attrs = (spec.attr("starts"), spec.attr("ends"), spec.attr("axes"), None)
+        return Kernel(_slice_fn(*attrs), (0,))
     params = [spec.values(None, i) for i in (1, 2, 3, 4)]
     if any(p is RUNTIME for p in params):
         present = _present(spec)

@@ -1,4 +1,4 @@
-"""Convolution, pooling, normalisation, reduction, resize and pad ops of the op table."""
+"""Softmax, linear algebra, convolution, pooling, normalisation, reduction, resize, pad ops."""
 
 from __future__ import annotations
 
@@ -62,6 +62,49 @@ class _Window:
         return lambda x: F.pad(x, pads, value=value)
 
 
+def _softmax_factory(torch_fn):
+    def factory(spec):
+        if spec.opset >= 13:
+            axis = spec.attr("axis", -1)
+            return Kernel(lambda x: torch_fn(x, axis), (0,))
+        axis = spec.attr("axis", 1)
+
+        def fn(x):  # opset < 13: coerce to 2-D at ``axis``
+            flat = x.reshape(math.prod(x.shape[:axis]), -1)
+            return torch_fn(flat, 1).reshape(x.shape)
+
+        return Kernel(fn, (0,))
+
+    return factory
+
+
+register("Softmax")(_softmax_factory(F.softmax))
+register("LogSoftmax")(_softmax_factory(F.log_softmax))
+
+
+@register("Gemm")
+def _gemm(spec):
+    alpha, beta = spec.attr("alpha", 1.0), spec.attr("beta", 1.0)
+    trans_a, trans_b = spec.attr("transA", 0), spec.attr("transB", 0)
+    if alpha == 1.0 and beta == 1.0 and not trans_a and trans_b:
+        return Kernel(lambda a, b, c=None: F.linear(a, b, c), _present(spec))
+
+    def fn(a, b, c=None):
+        a = a.t() if trans_a else a
+        b = b.t() if trans_b else b
+        if c is None:
+            return torch.mm(a, b) * alpha if alpha != 1.0 else torch.mm(a, b)
+        return torch.addmm(c, a, b, beta=beta, alpha=alpha)
+
+    return Kernel(fn, _present(spec))
+
+
+@register("Einsum")
+def _einsum(spec):
+    equation = spec.attr("equation")
+    return Kernel(lambda *xs: torch.einsum(equation, *xs), _present(spec))
+
+
 @register("Conv")
 def _conv(spec):
     weight = spec.consts.get(1)
@@ -101,7 +144,10 @@ def _batch_norm(spec):
     if spec.attr("training_mode", 0):
         raise spec.fail("training_mode=1 is not supported (inference only)")
     eps = spec.attr("epsilon", 1e-5)
-    return Kernel(lambda x, g, b, m, v: F.batch_norm(x, m, v, g, b, False, 0.0, eps), (0, 1, 2, 3, 4))
+    def fn(x, g, b, m, v):
+        return F.batch_norm(x, m, v, g, b, False, 0.0, eps)
+
+    return Kernel(fn, (0, 1, 2, 3, 4))
 
 
 @register("LayerNormalization")
@@ -242,7 +288,8 @@ def _resize_fn(spec, mode: str, coord_mode: str, nearest_mode: str) -> Callable:
 def _static_or_runtime(spec, resize, scale_index: int, size_index: int | None) -> Kernel:
     """Bind constant scales/sizes now; read runtime ones per call."""
     scales = spec.values(None, scale_index) if spec.has(scale_index) else None
-    sizes = spec.values(None, size_index) if size_index is not None and spec.has(size_index) else None
+    has_sizes = size_index is not None and spec.has(size_index)
+    sizes = spec.values(None, size_index) if has_sizes else None
     if RUNTIME not in (scales, sizes):
         if scales is not None and len(scales) == 0:
             scales = None

@@ -92,7 +92,7 @@ def test_grouped_conv_transpose_is_barrier():
 def test_conv_with_computed_weight_is_barrier():
     b = Builder(7)
     y = stem(b, 4)
-    w = b.op("Identity", [b.weight(5, 4, 1, 1)])  # a computed (non-constant) weight
+    w = b.op("Neg", [b.weight(5, 4, 1, 1)])  # a computed (non-constant) weight
     c = b.op("Conv", [y, w], kernel_shape=[1, 1])
     m = b.model([head(b, c, 5)])
     a = analyze_channels(m)
@@ -111,3 +111,20 @@ def test_shared_weight_initializer_is_cloned():
     m = b.model([out])
     a = check_random_plans(m, plans=4)
     assert [g.channels for g in a.groups][:2] == [4, 4]
+
+
+def test_weights_shared_through_identity_nodes():
+    """TorchScript dedups equal initializers behind Identity nodes (ResNet biases): followed."""
+    b = Builder(9)
+    x = b.input("x", [1, 3, 4, 4])
+    bias = b.init(np.zeros(4, np.float32), "b")
+    w = b.weight(4, 4, 1, 1)
+    y = b.op("Relu", [b.op("Conv", [x, b.weight(4, 3, 3, 3), b.op("Identity", [bias])],
+                           kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
+    z = b.op("Relu", [b.op("Conv", [y, b.op("Identity", [w]), b.op("Identity", [bias])],
+                           kernel_shape=[1, 1])])
+    z = b.op("Conv", [z, b.op("Identity", [w]), b.op("Identity", [bias])], kernel_shape=[1, 1])
+    m = b.model([head(b, b.op("Add", [y, z]), 4)])
+    a = check_random_plans(m, plans=5)
+    assert [(g.channels, g.prunable) for g in a.groups] == [(4, True), (4, True), (3, False)]
+    assert len(a.groups[0].sources) == 2 and not a.barriers

@@ -38,6 +38,9 @@ IF_BUG = ("channel analysis ignores the outer-scope tensors an If/Loop/Scan subg
           "pruned graph is broken and api.prune_file writes it before count_macs fails")
 XFAIL = {
     ("if_subgraph", "prune"): IF_BUG,
+    ("float16", "compress"): "exit 3: gates/torch_ops_nn.py conv lambda (line 73) via "
+                             "gates/executor.py forward: RuntimeError: Input type (float) and bias "
+                             "type (c10::Half) should be the same (float16 weights, float32 input)",
 }
 
 
@@ -120,7 +123,9 @@ def _argv(case, command: str, out: Path, tmp: Path) -> tuple[list[str], list[Pat
     if command == "bench":
         return ["bench", model, "--provider", "cpu", "--warmup", "0", "--iterations", "1"], []
     if command == "compress":
-        argv = ["compress", model, "--target", "0.5", "-o", str(output)]
+        argv = ["compress", model, "--target", "0.5", "-o", str(output), "--quiet"]
+        if "iterations" in _params("compress"):
+            argv += ["--iterations", "2"]  # robustness, not quality: keep it fast
         if case.kind == "data":
             argv += ["--data", str(case.path)]
         return argv, [output, out / "out.onnx.data"]

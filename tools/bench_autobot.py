@@ -1,0 +1,236 @@
+"""Benchmark AutoBot against the baselines on the reference MNIST models (issue 4).
+
+For each model and MAC target, runs through the public API (``CompressConfig`` +
+``onnxprune.api.compress``, quiet):
+
+* ``autobot`` (labels, cross-entropy), ``l1``, ``bn-scale``, ``random`` — all recalibrated
+  (the default);
+* ``autobot`` with ``recalibrate=False`` (the plain AutoBot result);
+* ``autobot`` distillation (unlabeled: a temporary npz with only ``x``);
+* ``autobot`` data-free (no data: synthetic inputs).
+
+Each row records held-out accuracy (models/mnist_test.npz) of the original and of the pruned model
+*before any fine-tuning*, the MAC ratio (checked: ≤ target and ≥ 99.5% of it), and the seconds.
+Prints a markdown table and writes JSON with the machine, versions and every row.
+
+The training split (models/mnist_train.npz) is stored sorted by class; every method gets the
+same seeded shuffle of it (``--no-shuffle`` to use the file as is), because ``compress``
+calibrates on the first ``calibration_samples`` rows.
+
+    python tools/bench_autobot.py --models vgg,resnet,mobilenetv2 --targets 0.5,0.25 \
+        --iterations 200 --json benchmarks/autobot.json
+    python tools/bench_autobot.py --quick        # smoke run: vgg, 0.5, 5 iterations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+UNPRUNED = {"vgg": 99.1, "resnet": 99.1, "mobilenetv2": 99.0}  # models/manifest.json
+BASELINES = ("l1", "bn-scale", "random")
+
+
+def runs() -> list[tuple[str, str, dict]]:
+    """(method label, mode label, CompressConfig overrides) for one model and target."""
+    return [
+        ("autobot", "labels", dict(method="autobot")),
+        ("l1", "labels", dict(method="l1")),
+        ("bn-scale", "labels", dict(method="bn-scale")),
+        ("random", "labels", dict(method="random")),
+        ("autobot", "no-recalibrate", dict(method="autobot", recalibrate=False)),
+        ("autobot", "distillation", dict(method="autobot", data="UNLABELED")),
+        ("autobot", "data-free", dict(method="autobot", data=None)),
+    ]
+
+
+def machine() -> dict:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_at_start": load}
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    import onnxprune
+
+    return {"onnxprune": onnxprune.__version__, "torch": torch.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}
+
+
+def prepare_data(folder: Path, shuffle: bool) -> tuple[str, str]:
+    """(labeled npz, unlabeled npz) in ``folder``: mnist_train, optionally shuffled (seed 0)."""
+    data = np.load(ROOT / "models" / "mnist_train.npz")
+    x, y = data["x"], data["y"]
+    if shuffle:
+        order = np.random.default_rng(0).permutation(len(x))
+        x, y = x[order], y[order]
+    labeled, unlabeled = folder / "train.npz", folder / "train_unlabeled.npz"
+    np.savez(labeled, x=x, y=y)
+    np.savez(unlabeled, x=x)
+    return str(labeled), str(unlabeled)
+
+
+def one_run(model: str, target: float, overrides: dict, args, folder: Path,
+            labeled: str, unlabeled: str) -> dict:
+    from onnxprune.api import compress
+    from onnxprune.compress import CompressConfig
+
+    data = overrides.pop("data", labeled)
+    if data == "UNLABELED":
+        data = unlabeled
+    config = CompressConfig(model=str(ROOT / "models" / f"{model}.onnx"),
+                            output=str(folder / "out.onnx"), target=target, data=data,
+                            eval_data=str(ROOT / "models" / "mnist_test.npz"),
+                            iterations=args.iterations, seed=args.seed, quiet=True, force=True,
+                            **overrides)
+    started = time.monotonic()
+    report = compress(config)
+    seconds = time.monotonic() - started
+    before, after = report["macs_before"], report["macs_after"]
+    return {
+        "accuracy_before": report.get("accuracy_before"),
+        "accuracy_after": report.get("accuracy_after"),
+        "agreement": report["validation"].get("agreement"),
+        "macs_before": before, "macs_after": after, "macs_ratio": after / before,
+        "macs_ok": bool(after <= target * before and after >= 0.995 * target * before),
+        "recalibrated_convs": report.get("recalibrated_convs"),
+        "task_loss": report.get("task_loss"), "notes": report.get("notes", []),
+        "best_iteration": (report.get("training") or {}).get("best_iteration"),
+        "seconds": round(seconds, 1),
+    }
+
+
+def acceptance(rows: list[dict], targets) -> dict:
+    """AutoBot (labels, recalibrated) beats every baseline everywhere; at 0.5 within 1.5 points."""
+    checks = []
+    for model in sorted({r["model"] for r in rows}):
+        for target in targets:
+            mine = [r for r in rows if r["model"] == model and r["target"] == target]
+            auto = next((r for r in mine if r["method"] == "autobot" and r["mode"] == "labels"),
+                        None)
+            if auto is None:
+                continue
+            for base in BASELINES:
+                other = next((r for r in mine if r["method"] == base), None)
+                if other is not None:
+                    checks.append({"model": model, "target": target, "check": f"beats {base}",
+                                   "ok": auto["accuracy_after"] > other["accuracy_after"],
+                                   "autobot": auto["accuracy_after"],
+                                   "other": other["accuracy_after"]})
+            if target == 0.5:
+                unpruned = auto["accuracy_before"] or UNPRUNED.get(model)
+                checks.append({"model": model, "target": target,
+                               "check": "within 1.5 points of unpruned",
+                               "ok": auto["accuracy_after"] >= unpruned - 1.5,
+                               "autobot": auto["accuracy_after"], "other": unpruned})
+    checks += [{"model": r["model"], "target": r["target"],
+                "check": f"MACs within 0.5% under target ({r['method']} {r['mode']})",
+                "ok": r["macs_ok"], "autobot": r["macs_ratio"], "other": r["target"]}
+               for r in rows]
+    return {"ok": all(c["ok"] for c in checks), "checks": checks}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | target | method | mode | accuracy before → after | MAC ratio | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['target']} | {r['method']} | {r['mode']} | "
+                     f"{r['accuracy_before']:.1f} → {r['accuracy_after']:.1f} | "
+                     f"{r['macs_ratio']:.4f}{'' if r['macs_ok'] else ' (!)'} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="vgg,resnet,mobilenetv2")
+    parser.add_argument("--targets", default="0.5,0.25")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default=None,
+                        help="comma list of row labels to run, e.g. 'autobot/labels,l1/labels'")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--no-shuffle", action="store_true",
+                        help="use mnist_train.npz in its stored (class-sorted) order")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: vgg, target 0.5, 5 iterations")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.targets, args.iterations = "vgg", "0.5", 5
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    except ImportError:
+        pass
+    models = [m for m in args.models.split(",") if m]
+    targets = [float(t) for t in args.targets.split(",") if t]
+    wanted = set(args.methods.split(",")) if args.methods else None
+    rows = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        labeled, unlabeled = prepare_data(folder, shuffle=not args.no_shuffle)
+        for model in models:
+            for target in targets:
+                for method, mode, overrides in runs():
+                    if wanted and f"{method}/{mode}" not in wanted:
+                        continue
+                    row = {"model": model, "target": target, "method": method, "mode": mode}
+                    row.update(one_run(model, target, dict(overrides), args, folder, labeled,
+                                       unlabeled))
+                    rows.append(row)
+                    print(f"{model} {target} {method} {mode}: {row['accuracy_before']:.1f} -> "
+                          f"{row['accuracy_after']:.1f}  MACs {row['macs_ratio']:.4f}  "
+                          f"{row['seconds']:.0f}s", file=sys.stderr, flush=True)
+    result = {
+        "machine": machine(), "versions": versions(),
+        "settings": {"models": models, "targets": targets, "iterations": args.iterations,
+                     "seed": args.seed, "train_data": "models/mnist_train.npz" + (
+                         "" if args.no_shuffle else " (seeded shuffle, seed 0)"),
+                     "eval_data": "models/mnist_test.npz",
+                     "accuracy": "held-out top-1 %, before any fine-tuning"},
+        "rows": rows, "acceptance": acceptance(rows, targets),
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+    print(table(rows))
+    failed = [c for c in result["acceptance"]["checks"] if not c["ok"]]
+    print(f"\nacceptance: {'PASS' if result['acceptance']['ok'] else 'FAIL'}"
+          + "".join(f"\n  failed: {c['model']} {c['target']} {c['check']} "
+                    f"({c['autobot']} vs {c['other']})" for c in failed))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
