@@ -101,6 +101,7 @@ def select(analysis: ChannelAnalysis, scores: np.ndarray, target: float,
     mandatory, optional = _units(analysis, scores, round_to)
     for chunk in mandatory:
         keep[chunk] = True
+    optional = _keep_every_tensor_alive(analysis, scores, keep, optional)
     floor = counter.macs(keep)
     if floor > budget + 1e-6:
         raise OnnxPruneError(
@@ -113,6 +114,32 @@ def select(analysis: ChannelAnalysis, scores: np.ndarray, target: float,
     _fill(counter, keep, optional[k:], budget)
     macs = counter.macs(keep)
     return Selection(keep, int(round(macs)), int(round(before)), int(budget), threshold)
+
+
+def _keep_every_tensor_alive(analysis: ChannelAnalysis, scores: np.ndarray, keep: np.ndarray,
+                             optional: list) -> list:
+    """Make sure every tracked tensor (e.g. one part of a Split) keeps at least one channel."""
+    prunable = analysis.prunable_mask()
+    unit_of = {}
+    for position, (_, _, chunk) in enumerate(optional):
+        for channel in chunk.tolist():
+            unit_of[channel] = position
+    forced = set()
+    seen = set()
+    for tracked in analysis.tracked.values():
+        channels = analysis.channel_of_atom[tracked.ids]
+        if (channels < 0).any() or not prunable[channels].all():
+            continue
+        key = tuple(np.unique(channels).tolist())
+        if key in seen:
+            continue
+        seen.add(key)
+        if keep[channels].any():
+            continue
+        best = int(channels[np.lexsort((channels, -scores[channels]))[0]])
+        forced.add(unit_of[best])
+        keep[optional[unit_of[best]][2]] = True
+    return [u for i, u in enumerate(optional) if i not in forced]
 
 
 def _bisect_prefix(counter: MacCounter, base: np.ndarray, units, budget: float) -> int:
