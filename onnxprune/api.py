@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from onnxprune.graph import ensure_node_names, load_model
+from onnxprune.pipeline import CompressConfig  # noqa: F401  (public)
 
 
 @dataclass(frozen=True)
@@ -165,15 +166,15 @@ def bench(config: BenchConfig) -> dict:
 
 
 def compress(config):
-    """The ``compress`` pipeline; takes an ``onnxprune.compress.CompressConfig``, returns the report.
+    """The ``compress`` pipeline; takes an ``onnxprune.CompressConfig``, returns the report.
 
     Example::
 
-        from onnxprune.compress import CompressConfig
+        from onnxprune.pipeline import CompressConfig
         report = onnxprune.compress(CompressConfig(model="models/resnet.onnx",
                                                    output="resnet_half.onnx", target=0.5,
                                                    data="models/mnist_train.npz"))
     """
-    from onnxprune.compress import compress as run
+    from onnxprune.pipeline import compress as run
 
     return run(config)

@@ -272,7 +272,7 @@ def compress(model, target, data, eval_data, output, report, method, beta, gamma
     from pathlib import Path
 
     from onnxprune import api
-    from onnxprune.compress import CompressConfig, check_thresholds, format_compress
+    from onnxprune.pipeline import CompressConfig, check_thresholds, format_compress
 
     output = output or str(Path(model).with_name(Path(model).stem + "_pruned.onnx"))
     config = CompressConfig(

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from onnxprune.analysis.summary import count_macs
 from onnxprune.cli import main
-from onnxprune.compress import CompressConfig, compress
+from onnxprune.pipeline import CompressConfig, compress
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "models" / "vgg.onnx"
@@ -117,7 +117,7 @@ def test_accuracy_threshold_failure_exits_1(tmp_path, small_data):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, small_data, monkeypatch):
-    import onnxprune.compress as module
+    import onnxprune.pipeline as module
 
     reference = tmp_path / "ref"
     reference.mkdir()
