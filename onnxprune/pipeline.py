@@ -233,7 +233,11 @@ def _validate(config, model, pruned, held_out, train, x):
     from onnxprune.data import Dataset
     from onnxprune.runtime.validate import validate_models
 
-    data = held_out if held_out is not None else Dataset(x[-256:], None)
+    if held_out is None:  # agreement on a fixed random sample of the training inputs
+        pick = np.sort(np.random.default_rng(config.seed).permutation(len(x))[:256])
+        data = Dataset(x[pick], None)
+    else:
+        data = held_out
     result = validate_models(model, pruned, data, provider=config.provider,
                              names=("original", "pruned"),
                              max_accuracy_drop=config.max_accuracy_drop,

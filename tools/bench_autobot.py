@@ -101,7 +101,11 @@ def prepare_data(folder: Path, shuffle: bool) -> tuple[str, str]:
 def one_run(model: str, target: float, overrides: dict, args, folder: Path,
             labeled: str, unlabeled: str) -> dict:
     from onnxprune.api import compress
-    from onnxprune.compress import CompressConfig
+
+    try:
+        from onnxprune.pipeline import CompressConfig
+    except ImportError:  # before the module was renamed
+        from onnxprune.compress import CompressConfig
 
     data = overrides.pop("data", labeled)
     if data == "UNLABELED":
@@ -126,6 +130,27 @@ def one_run(model: str, target: float, overrides: dict, args, folder: Path,
         "best_iteration": (report.get("training") or {}).get("best_iteration"),
         "seconds": round(seconds, 1),
     }
+
+
+def run_pair(model, target, args, wanted, tmp, labeled, unlabeled) -> list[dict]:
+    """Every run of one model and target (in its own output folder)."""
+    if args.jobs > 1:
+        import torch
+
+        torch.set_num_threads(1)
+    folder = Path(tmp) / f"{model}_{target}"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for method, mode, overrides in runs():
+        if wanted and f"{method}/{mode}" not in wanted:
+            continue
+        row = {"model": model, "target": target, "method": method, "mode": mode}
+        row.update(one_run(model, target, dict(overrides), args, folder, labeled, unlabeled))
+        rows.append(row)
+        print(f"{model} {target} {method} {mode}: {row['accuracy_before']:.1f} -> "
+              f"{row['accuracy_after']:.1f}  MACs {row['macs_ratio']:.4f}  "
+              f"{row['seconds']:.0f}s", file=sys.stderr, flush=True)
+    return rows
 
 
 def acceptance(rows: list[dict], targets) -> dict:
@@ -179,6 +204,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--no-shuffle", action="store_true",
                         help="use mnist_train.npz in its stored (class-sorted) order")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run (model, target) pairs in this many processes (1 torch thread "
+                             "each); seconds then include the contention")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: vgg, target 0.5, 5 iterations")
     args = parser.parse_args(argv)
@@ -193,26 +221,23 @@ def main(argv=None) -> int:
     models = [m for m in args.models.split(",") if m]
     targets = [float(t) for t in args.targets.split(",") if t]
     wanted = set(args.methods.split(",")) if args.methods else None
-    rows = []
+    pairs = [(model, target) for model in models for target in targets]
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        labeled, unlabeled = prepare_data(folder, shuffle=not args.no_shuffle)
-        for model in models:
-            for target in targets:
-                for method, mode, overrides in runs():
-                    if wanted and f"{method}/{mode}" not in wanted:
-                        continue
-                    row = {"model": model, "target": target, "method": method, "mode": mode}
-                    row.update(one_run(model, target, dict(overrides), args, folder, labeled,
-                                       unlabeled))
-                    rows.append(row)
-                    print(f"{model} {target} {method} {mode}: {row['accuracy_before']:.1f} -> "
-                          f"{row['accuracy_after']:.1f}  MACs {row['macs_ratio']:.4f}  "
-                          f"{row['seconds']:.0f}s", file=sys.stderr, flush=True)
+        labeled, unlabeled = prepare_data(Path(tmp), shuffle=not args.no_shuffle)
+        work = [(model, target, args, wanted, tmp, labeled, unlabeled) for model, target in pairs]
+        if args.jobs > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+                chunks = pool.starmap(run_pair, work)
+        else:
+            chunks = [run_pair(*w) for w in work]
+    rows = [row for chunk in chunks for row in chunk]
     result = {
         "machine": machine(), "versions": versions(),
         "settings": {"models": models, "targets": targets, "iterations": args.iterations,
+                     "jobs": args.jobs,
                      "seed": args.seed, "train_data": "models/mnist_train.npz" + (
                          "" if args.no_shuffle else " (seeded shuffle, seed 0)"),
                      "eval_data": "models/mnist_test.npz",

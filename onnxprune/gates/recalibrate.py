@@ -36,7 +36,7 @@ from onnxprune.gates.executor import TorchGraph
 
 _EPS = 1e-6
 RIDGE = 1e-3
-_EXPERIMENT = lambda node: True  # ρ as a fraction of mean(diag(XᵀX)); chosen on a validation slice of mnist_train
+_MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations  # ρ as a fraction of mean(diag(XᵀX)); chosen on a validation slice of mnist_train
 
 
 def _channel_stats(graph: TorchGraph, x: np.ndarray, names: list[str], batch: int):
@@ -84,7 +84,10 @@ def _reconstructable(node: onnx.NodeProto, weight: np.ndarray) -> bool:
                 and float(a.get("alpha", 1.0)) == 1.0 and float(a.get("beta", 1.0)) == 1.0)
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
-    return weight.ndim == 4 and auto in ("NOTSET", "VALID")
+    # grouped (depthwise) convs keep the statistics correction: per-channel least squares over
+    # a 3x3 kernel measured worse there (MobileNetV2 0.5 on the validation slice: 90.4% with it,
+    # 99.0% without)
+    return weight.ndim == 4 and auto in ("NOTSET", "VALID") and int(a.get("group", 1)) == 1
 
 
 def _columns(node: onnx.NodeProto, x: torch.Tensor, weight_shape) -> torch.Tensor:
@@ -114,7 +117,31 @@ def _targets(node: onnx.NodeProto, y: torch.Tensor, group: int) -> torch.Tensor:
     return y.reshape(n, group, c // group, -1).permute(1, 0, 3, 2).reshape(group, -1, c // group)
 
 
-def _reconstruct(node, graph_p: TorchGraph, graph_o: TorchGraph, x: np.ndarray,
+class _Reference:
+    """The original model's tensors on the calibration batches: cached when small, else rerun."""
+
+    def __init__(self, graph: TorchGraph, x: np.ndarray, names: set[str], batch: int,
+                 budget: int = 1 << 30):
+        self.graph, self.x, self.batch = graph, x, batch
+        self.cache: list[dict] | None = None
+        first = self._run(0, names)
+        size = sum(t.numel() * t.element_size() for t in first.values())
+        if size * -(-len(x) // batch) <= budget:
+            self.cache = [first] + [self._run(s, names) for s in range(batch, len(x), batch)]
+
+    def _run(self, start: int, names: set[str]) -> dict:
+        with torch.no_grad():
+            _, got = self.graph.forward_with(torch.as_tensor(self.x[start:start + self.batch]),
+                                             names)
+        return got
+
+    def get(self, index: int, names: set[str]) -> dict:
+        if self.cache is not None:
+            return self.cache[index]
+        return self._run(index * self.batch, names)
+
+
+def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
                  out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int):
     """Least-squares weights/bias for ``node``; None when its input equals the original's."""
     a = _attrs(node)
@@ -124,19 +151,22 @@ def _reconstruct(node, graph_p: TorchGraph, graph_o: TorchGraph, x: np.ndarray,
     per = w0.shape[0] // group
     gram = rhs = None
     changed = False
-    batch = min(batch, 64)  # the im2col rows of one batch stay small
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for start in range(0, len(x), batch):
+        for index, start in enumerate(range(0, len(x), batch)):
             xb = torch.as_tensor(x[start:start + batch])
             _, got_p = graph_p.forward_with(xb, {node.input[0]})
-            _, got_o = graph_o.forward_with(xb, {node.input[0], node.output[0]})
+            got_o = reference.get(index, {node.input[0], node.output[0]})
             inp = got_p[node.input[0]]
             ref_in = got_o[node.input[0]]
             if inp.shape != ref_in.shape or not torch.allclose(inp, ref_in, atol=1e-6):
                 changed = True
             cols = _columns(node, inp, w0.shape)
-            cols = torch.cat([cols, torch.ones(*cols.shape[:2], 1, dtype=cols.dtype)], 2)
             target = _targets(node, got_o[node.output[0]][:, torch.as_tensor(out_index)], group)
+            if cols.shape[1] > _MAX_ROWS:  # a random subset of the positions suffices
+                rows = torch.randperm(cols.shape[1], generator=generator)[:_MAX_ROWS]
+                cols, target = cols[:, rows], target[:, rows]
+            cols = torch.cat([cols, torch.ones(*cols.shape[:2], 1, dtype=cols.dtype)], 2)
             g = cols.transpose(1, 2) @ cols
             r = cols.transpose(1, 2) @ target
             gram = g if gram is None else gram + g
@@ -186,9 +216,10 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
     inits = {t.name: t for t in model.graph.initializer}
-    original_graph = None
+    original_graph = reference = None
     changed = 0
-    for node in _layers(model):
+    layers = _layers(model)
+    for node in layers:
         name = node.output[0]
         weight = numpy_helper.to_array(inits[node.input[1]])
         dtype = weight.dtype
@@ -208,8 +239,11 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
         if original_graph is None:
             original_graph = TorchGraph(original)
         graph = TorchGraph(model)
-        if mode == "reconstruct" and _reconstructable(node, weight) and _EXPERIMENT(node):
-            result = _reconstruct(node, graph, original_graph, x, index, weight, bias, batch)
+        if mode == "reconstruct" and _reconstructable(node, weight):
+            if reference is None:
+                names = {n for layer in layers for n in (layer.input[0], layer.output[0])}
+                reference = _Reference(original_graph, x, names, min(batch, 64))
+            result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64))
             if result is None:
                 continue
             new_weight, new_bias = result

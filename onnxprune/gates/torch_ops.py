@@ -141,7 +141,8 @@ for _op, (_fn, _arity) in _FIXED.items():
     register(_op)(_simple(_fn, _arity))
 
 
-def _present(spec: NodeSpec) -> tuple[int, ...]:
+def present_inputs(spec: NodeSpec) -> tuple[int, ...]:
+    """Positions of the inputs the node actually has (optional ones may be empty)."""
     return tuple(i for i in range(len(spec.inputs)) if spec.has(i))
 
 
@@ -151,13 +152,13 @@ _VARIADIC = {"Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add}
 @register("Max", "Min", "Sum", "Mean")
 def _variadic(spec: NodeSpec) -> Kernel:
     combine = _VARIADIC.get(spec.op_type, torch.add)
-    scale = 1.0 / len(_present(spec)) if spec.op_type == "Mean" else None
+    scale = 1.0 / len(present_inputs(spec)) if spec.op_type == "Mean" else None
 
     def fn(*xs):
         out = functools.reduce(combine, xs)
         return out * scale if scale is not None else out
 
-    return Kernel(fn, _present(spec))
+    return Kernel(fn, present_inputs(spec))
 
 
 # ---- activations with attributes -------------------------------------------------------------
@@ -205,7 +206,7 @@ def _clip(spec):
     lo = spec.values("min", 1)
     hi = spec.values("max", 2)
     if lo is RUNTIME or hi is RUNTIME:
-        return Kernel(lambda x, a=None, b=None: torch.clamp(x, a, b), _present(spec))
+        return Kernel(lambda x, a=None, b=None: torch.clamp(x, a, b), present_inputs(spec))
     lo = None if lo is None else float(lo)
     hi = None if hi is None else float(hi)
     if lo == 0.0 and hi is None:
@@ -336,7 +337,7 @@ def _unsqueeze(spec):
 @register("Concat")
 def _concat(spec):
     axis = spec.attr("axis")
-    return Kernel(lambda *xs: torch.cat(xs, axis), _present(spec))
+    return Kernel(lambda *xs: torch.cat(xs, axis), present_inputs(spec))
 
 
 @register("Split")
@@ -380,7 +381,7 @@ def _slice(spec):
         return Kernel(_slice_fn(*attrs), (0,))
     params = [spec.values(None, i) for i in (1, 2, 3, 4)]
     if any(p is RUNTIME for p in params):
-        present = _present(spec)
+        present = present_inputs(spec)
 
         def dynamic(x, *rest):
             values = dict(zip(present[1:], (r.tolist() for r in rest)))

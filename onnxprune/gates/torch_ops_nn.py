@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from onnxprune.gates.torch_ops import RUNTIME, Kernel, NodeSpec, register
+from onnxprune.gates.torch_ops import RUNTIME, Kernel, NodeSpec, present_inputs, register
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -87,7 +87,7 @@ def _gemm(spec):
     alpha, beta = spec.attr("alpha", 1.0), spec.attr("beta", 1.0)
     trans_a, trans_b = spec.attr("transA", 0), spec.attr("transB", 0)
     if alpha == 1.0 and beta == 1.0 and not trans_a and trans_b:
-        return Kernel(lambda a, b, c=None: F.linear(a, b, c), _present(spec))
+        return Kernel(lambda a, b, c=None: F.linear(a, b, c), present_inputs(spec))
 
     def fn(a, b, c=None):
         a = a.t() if trans_a else a
@@ -96,13 +96,13 @@ def _gemm(spec):
             return torch.mm(a, b) * alpha if alpha != 1.0 else torch.mm(a, b)
         return torch.addmm(c, a, b, beta=beta, alpha=alpha)
 
-    return Kernel(fn, _present(spec))
+    return Kernel(fn, present_inputs(spec))
 
 
 @register("Einsum")
 def _einsum(spec):
     equation = spec.attr("equation")
-    return Kernel(lambda *xs: torch.einsum(equation, *xs), _present(spec))
+    return Kernel(lambda *xs: torch.einsum(equation, *xs), present_inputs(spec))
 
 
 @register("Conv")
