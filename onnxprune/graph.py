@@ -583,6 +583,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", force: bool = False):
         raise OnnxPruneError(f"{path.parent}: output folder does not exist")
     if not force:
         _refuse_overwrite([folder / path.name], ())
+    _sweep_stale_temps(folder)
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-{path.name}.", dir=folder)
     try:
         with os.fdopen(fd, mode) as handle:

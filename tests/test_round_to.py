@@ -96,15 +96,15 @@ def test_select_round_to_8(small, method, target):
         assert c % 8 == 0 or c in (6, 20, 36, 3), (name, c)
 
 
-def test_round_to_1_is_free_and_8_only_coarser(small):
+def test_round_to_1_keeps_any_count(small):
     model, analysis = small
     scores, _ = baseline_scores("l1", analysis)
-    fine = select(analysis, scores, 0.5, round_to=1)
-    coarse = select(analysis, scores, 0.5, round_to=8)
-    assert fine.macs <= 0.5 * fine.macs_before + 1e-6
-    assert coarse.macs <= fine.macs  # blocks can only fit the budget worse, never exceed it
-    counts = [int(fine.keep[g.offset:g.offset + g.channels].sum()) for g in analysis.groups if g.prunable]
-    assert min(counts) >= 1
+    for round_to in (1, 8):
+        sel = select(analysis, scores, 0.5, round_to=round_to)
+        assert sel.macs <= 0.5 * sel.macs_before + 1e-6
+        counts = [int(sel.keep[g.offset:g.offset + g.channels].sum())
+                  for g in analysis.groups if g.prunable]
+        assert min(counts) >= min(round_to, min(g.channels for g in analysis.groups if g.prunable))
 
 
 def test_groups_smaller_than_round_to_are_kept_whole(small):

@@ -44,10 +44,10 @@ ALL = MNIST + IMAGENET
 GATE_MODEL, GATE_TARGET, GATE_BATCH, GATE_SPEEDUP = "resnet50", 0.5, 32, 1.6
 
 
-def build_model(name: str, workdir: Path) -> tuple[onnx.ModelProto, tuple[int, ...]]:
-    """The ONNX model ``name`` and the batch sizes to time it at."""
+def build_model(name: str, workdir: Path) -> onnx.ModelProto:
+    """The ONNX model ``name``: a reference MNIST file, or exported from tools/resnet50.py."""
     if name in MNIST:
-        return onnx.load(str(ROOT / "models" / f"{name}.onnx")), None
+        return onnx.load(str(ROOT / "models" / f"{name}.onnx"))
     import torch
 
     import resnet50 as arch
@@ -57,7 +57,7 @@ def build_model(name: str, workdir: Path) -> tuple[onnx.ModelProto, tuple[int, .
     arch.randomize_bn(module, seed=0)  # BN folds into the convs: per-channel scales differ
     path = workdir / f"{name}.onnx"
     arch.export_onnx(module, path, size=224)
-    return onnx.load(str(path)), None
+    return onnx.load(str(path))
 
 
 def prune_variants(model: onnx.ModelProto, targets, round_tos) -> list[dict]:
@@ -105,7 +105,7 @@ def ort_optimized_ops(model: onnx.ModelProto, workdir: Path, tag: str) -> dict[s
 
 def run_one(name: str, workdir: Path, args) -> dict:
     t0 = time.perf_counter()
-    model, _ = build_model(name, workdir)
+    model = build_model(name, workdir)
     batches = tuple(args.mnist_batches) if name in MNIST else tuple(args.imagenet_batches)
     variants = prune_variants(model, args.targets, args.round_to)
     prep_s = time.perf_counter() - t0
