@@ -66,14 +66,15 @@ def prune_file(config: PruneConfig) -> dict:
     protect = (config.model, config.plan)
     pruned = prune_model(loaded.model, keep)
     reference = masked_reference(loaded.model, keep) if config.masked_reference else None
+    result = {"output": config.output, "macs_before": count_macs(loaded.model),
+              "macs_after": count_macs(pruned), "masked_reference": config.masked_reference}
     save_model(pruned, config.output, external_data=loaded.used_external_data or None,
                force=config.force, protect=protect)
     if reference is not None:
         save_model(reference, config.masked_reference,
                    external_data=loaded.used_external_data or None, force=config.force,
                    protect=protect)
-    return {"output": config.output, "macs_before": count_macs(loaded.model),
-            "macs_after": count_macs(pruned), "masked_reference": config.masked_reference}
+    return result
 
 
 # --- validate and bench (runtime layer; onnxruntime is imported lazily) -----------------------

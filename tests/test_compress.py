@@ -158,7 +158,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, small_data):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_killed_compress_leaves_no_output_and_resumes(tmp_path, small_data, sig):
-    from tests.robustness.killing import run_and_kill, when_path_appears
+    from tests.robustness.killing import (assert_no_partial_outputs, run_and_kill,
+                                          when_path_appears)
 
     out = tmp_path / "out"
     out.mkdir()
@@ -167,7 +168,7 @@ def test_killed_compress_leaves_no_output_and_resumes(tmp_path, small_data, sig)
     result = run_and_kill(args, out, sig, when=when_path_appears(out, "m.onnx.ckpt.npz"))
     assert result.killed
     assert not (out / "m.onnx").exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert_no_partial_outputs(out, result, resumable=["m.onnx.ckpt.npz"])
     resumed = CliRunner().invoke(main, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     reference = tmp_path / "ref"

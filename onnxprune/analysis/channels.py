@@ -203,6 +203,9 @@ def _own_constant(node: gs.Node, index: int, values: np.ndarray) -> None:
 def run_rules(ctx: Context, rules: dict) -> None:
     """Walk the nodes in topological order and apply each op's rule (or a barrier)."""
     for node in ctx.graph.nodes:
+        outer = _outer_scope_reads(ctx, node)
+        if outer:
+            ctx.barrier(node, "read inside a subgraph (control flow)", outer)
         rule = rules.get(node.op) if node.domain in ("", "ai.onnx", None) else None
         if rule is None:
             what = f"op '{node.op}'" + (f" of domain '{node.domain}'" if node.domain else "")
@@ -216,6 +219,20 @@ def run_rules(ctx: Context, rules: dict) -> None:
         tracked = ctx.get(out)
         if tracked is not None:
             ctx.space.block(tracked.ids, f"graph output '{out.name}' is never pruned")
+
+
+def _outer_scope_reads(ctx: Context, node: gs.Node) -> list[gs.Tensor]:
+    """Tracked tensors of the main graph that a node's subgraphs (If/Loop/Scan bodies) read."""
+    subgraphs = [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
+    found: dict[str, gs.Tensor] = {}
+    while subgraphs:
+        graph = subgraphs.pop()
+        for inner in graph.nodes:
+            for tensor in inner.inputs:
+                if ctx.get(tensor) is not None:
+                    found[tensor.name] = tensor
+            subgraphs.extend(v for v in inner.attrs.values() if isinstance(v, gs.Graph))
+    return list(found.values())
 
 
 def require(condition: bool, message: str) -> None:

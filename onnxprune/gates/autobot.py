@@ -52,7 +52,7 @@ class GatedGraph:
     def __init__(self, model, analysis: ChannelAnalysis):
         self.analysis = analysis
         self.prunable = np.flatnonzero(analysis.prunable_mask())
-        self.graph = TorchGraph(model)
+        self.graph = TorchGraph(model).float()  # fp16/bf16 models train in float32
         self.alpha = torch.nn.Parameter(torch.zeros(len(self.prunable)))
         self._full: torch.Tensor | None = None
         self._index = torch.as_tensor(self.prunable, dtype=torch.long)

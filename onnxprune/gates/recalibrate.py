@@ -241,8 +241,8 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
         if bias.shape != (channels,):
             continue
         if original_graph is None:
-            original_graph = TorchGraph(original)
-        graph = TorchGraph(model)
+            original_graph = TorchGraph(original).float()
+        graph = TorchGraph(model).float()
         if mode == "reconstruct" and _reconstructable(node, weight):
             if reference is None:
                 names = {n for layer in layers for n in (layer.input[0], layer.output[0])}

@@ -34,7 +34,7 @@ def synthesize(model: onnx.ModelProto, shape: tuple[int, ...], count: int = 512,
     targets = _bn_targets(model)
     if not targets:
         return x.numpy(), "gaussian noise (the graph has no BatchNormalization statistics)"
-    graph = TorchGraph(model)
+    graph = TorchGraph(model).float()
     x.requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=0.1)
     names = {t[0] for t in targets}

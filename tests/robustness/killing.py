@@ -83,7 +83,8 @@ def leftovers(out_dir: Path, result: KillResult) -> list[str]:
 
 
 def assert_no_partial_outputs(out_dir: Path, result: KillResult,
-                              finished_outputs: Sequence[str] = ()) -> None:
+                              finished_outputs: Sequence[str] = (),
+                              resumable: Sequence[str] = ()) -> None:
     """Nothing half-written in ``out_dir``.
 
     A run that finished before the signal may leave its complete ``finished_outputs``. After
@@ -91,8 +92,9 @@ def assert_no_partial_outputs(out_dir: Path, result: KillResult,
     cannot be handled: the final names must still be absent (outputs appear only by an atomic
     rename) and the only thing allowed is the killed process's own temporary entry
     (``.onnxprune-tmp-<pid>-*``), which the next onnxprune run in that folder removes.
+    ``resumable`` names complete files kept on purpose (a training checkpoint for --resume).
     """
-    new = leftovers(out_dir, result)
+    new = [n for n in leftovers(out_dir, result) if n not in resumable]
     if not result.killed or result.returncode == 0:
         assert set(new) <= set(finished_outputs), new
         return

@@ -32,16 +32,7 @@ atexit.register(shutil.rmtree, _ROOT, True)
 FIXTURES, CASES = build_corpus(_ROOT / "corpus")
 BY_NAME = {c.name: c for c in CASES}
 
-# Known failures outside this helper's files: strict xfails turn red once fixed.
-IF_BUG = ("channel analysis ignores the outer-scope tensors an If/Loop/Scan subgraph reads: "
-          "If is not a barrier, prune slices c1 but not what the If feeds (conv2's w2), the "
-          "pruned graph is broken and api.prune_file writes it before count_macs fails")
-XFAIL = {
-    ("if_subgraph", "prune"): IF_BUG,
-    ("float16", "compress"): "exit 3: gates/torch_ops_nn.py conv lambda (line 73) via "
-                             "gates/executor.py forward: RuntimeError: Input type (float) and bias "
-                             "type (c10::Half) should be the same (float16 weights, float32 input)",
-}
+XFAIL: dict = {}  # (case, command) -> reason; strict xfails turn red once fixed
 
 
 def _commands() -> list[str]:
@@ -203,7 +194,6 @@ def test_corpus_is_big_enough():
     assert len(bad) >= 25 and len(CASES) >= 40
 
 
-@pytest.mark.xfail(strict=True, reason=IF_BUG)
 def test_if_subgraph_is_reported_as_a_barrier():
     result = CliRunner().invoke(main, ["analyze", "--json", str(BY_NAME["if_subgraph"].path)])
     assert result.exit_code == 0
