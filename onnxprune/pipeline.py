@@ -218,6 +218,11 @@ def _report(config, model, pruned, analysis, selection, mode, notes, training, r
                              f"{macs_after}", exit_code=3)
     groups = [{"id": g.id, "kept": int(selection.keep[g.offset:g.offset + g.channels].sum()),
                "total": g.channels, "prunable": g.prunable} for g in analysis.groups]
+    odd = [g for g in groups if g["kept"] < g["total"] and g["kept"] % 8]
+    if odd and config.round_to == 1:
+        notes = [*notes, f"{len(odd)} pruned group(s) keep a channel count that is not a multiple "
+                         f"of 8; ONNX Runtime's CPU kernels run such convs in a slower layout "
+                         f"(see README benchmarks): consider --round-to 8"]
     return {
         "model": config.model, "output": config.output, "method": config.method,
         "target": config.target, "macs_before": selection.macs_before, "macs_after": macs_after,
