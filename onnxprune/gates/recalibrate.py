@@ -8,19 +8,24 @@ accumulate), against the original model's activations on the same calibration in
 Two corrections, per layer:
 
 * ``"reconstruct"`` (default; least-squares reconstruction, as in channel pruning by
-  Luo et al. 2017 / He et al. 2017). For a 2-D Conv (any ``group``) or a Gemm with constant
+  Luo et al. 2017 / He et al. 2017). For a 2-D Conv (``group`` 1) or a Gemm with constant
   weights, solve for the weights and bias of its kept output channels that best reproduce the
   original layer's output from the pruned layer's actual input:
   ``min_W ||X_p W − Y_o||² + ρ ||W − W₀||²`` (ridge ρ relative to the mean diagonal of
   XᵀX, pulling towards the sliced original weights W₀). The pre-activation is matched, so it
-  works for any activation that follows, and for the convs that write into a residual stream.
+  works for any activation that follows. A layer whose only reader is a residual ``Add`` is
+  fitted so that the *sum* matches the original (target = original Add output − the pruned
+  graph's other Add input), which also absorbs the error carried by the residual stream.
   Layers whose input is unchanged are left alone; at most ``_MAX_ROWS`` random im2col rows per
   calibration batch enter the normal equations. Grouped (depthwise) convs are not
   reconstructed (see ``_reconstructable``). Chosen on a validation slice of mnist_train (800
   images not used for gates or calibration), target 0.5, 512 calibration images, accuracy of
   the pruned model without fine-tuning, stats → reconstruct: ResNet AutoBot 96.0 → 99.4%,
   MobileNetV2 AutoBot 95.3 → 98.9%, VGG L1 38.5 → 94.4%. The ridge ρ = 1e-3 beat 1e-1
-  (MobileNetV2: 84.5% at 1e-1). Results per model: ``tools/bench_autobot.py``.
+  (MobileNetV2: 84.5% at 1e-1). The residual target, 1024 instead of 512 calibration images and
+  a 10-100x ridge on the final Gemm were neutral there (±0.25 points: that slice is saturated,
+  being the original models' own training data). Results per model: ``tools/bench_autobot.py``
+  and benchmarks/autobot.json.
 * ``"stats"`` (adaptive-BN / EagleEye style, and the fallback for convs the reconstruction does
   not handle: auto_pad, not 2-D): rescale each kept output channel so that its per-channel mean
   and std match the original's: ``y' = (y - μ_p) · σ_o/σ_p + μ_o``.
@@ -39,8 +44,9 @@ from onnx import helper, numpy_helper
 from onnxprune.gates.executor import TorchGraph
 
 _EPS = 1e-6
-RIDGE = 1e-3
-_MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations  # ρ as a fraction of mean(diag(XᵀX)); chosen on a validation slice of mnist_train
+RIDGE = 1e-3  # ρ as a fraction of mean(diag(XᵀX)); chosen on a validation slice of mnist_train
+RESIDUAL_TARGET = True  # fit a layer that feeds a residual Add to the Add's original output
+_MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations
 
 
 def _channel_stats(graph: TorchGraph, x: np.ndarray, names: list[str], batch: int):
@@ -145,9 +151,31 @@ class _Reference:
         return self._run(index * self.batch, names)
 
 
+def _residual_adds(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """layer output -> (Add output, the Add's other input) where the Add is its only reader."""
+    inits = {t.name for t in model.graph.initializer}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    found = {}
+    for name, nodes in readers.items():
+        if len(nodes) == 1 and nodes[0].op_type == "Add" and len(nodes[0].input) == 2:
+            add = nodes[0]
+            other = add.input[1] if add.input[0] == name else add.input[0]
+            if other != name and other not in inits:
+                found[name] = (add.output[0], other)
+    return found
+
+
 def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
-                 out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int):
-    """Least-squares weights/bias for ``node``; None when its input equals the original's."""
+                 out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int,
+                 residual: tuple[str, str] | None = None):
+    """Least-squares weights/bias for ``node``; None when its input equals the original's.
+
+    With ``residual`` = (Add output, other Add input), the layer is fitted so that the *sum*
+    matches the original's: target = original Add output − the pruned graph's other input.
+    """
     a = _attrs(node)
     trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
     w0 = weight.T if (node.op_type == "Gemm" and not trans_b) else weight  # [out, fan-in...]
@@ -159,14 +187,20 @@ def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray
     with torch.no_grad():
         for index, start in enumerate(range(0, len(x), batch)):
             xb = torch.as_tensor(x[start:start + batch])
-            _, got_p = graph_p.forward_with(xb, {node.input[0]})
-            got_o = reference.get(index, {node.input[0], node.output[0]})
+            wanted = {node.input[0]} | ({residual[1]} if residual else set())
+            _, got_p = graph_p.forward_with(xb, wanted)
+            got_o = reference.get(index, {node.input[0], node.output[0]}
+                                  | ({residual[0]} if residual else set()))
             inp = got_p[node.input[0]]
             ref_in = got_o[node.input[0]]
             if inp.shape != ref_in.shape or not torch.allclose(inp, ref_in, atol=1e-6):
                 changed = True
             cols = _columns(node, inp, w0.shape)
-            target = _targets(node, got_o[node.output[0]][:, torch.as_tensor(out_index)], group)
+            if residual:
+                y = got_o[residual[0]][:, torch.as_tensor(out_index)] - got_p[residual[1]]
+            else:
+                y = got_o[node.output[0]][:, torch.as_tensor(out_index)]
+            target = _targets(node, y, group)
             if cols.shape[1] > _MAX_ROWS:  # a random subset of the positions suffices
                 rows = torch.randperm(cols.shape[1], generator=generator)[:_MAX_ROWS]
                 cols, target = cols[:, rows], target[:, rows]
@@ -223,6 +257,7 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     original_graph = reference = None
     changed = 0
     layers = _layers(model)
+    adds = _residual_adds(model)
     for node in layers:
         name = node.output[0]
         weight = numpy_helper.to_array(inits[node.input[1]])
@@ -246,8 +281,10 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
         if mode == "reconstruct" and _reconstructable(node, weight):
             if reference is None:
                 names = {n for layer in layers for n in (layer.input[0], layer.output[0])}
+                names |= {adds[n][0] for n in names if n in adds}
                 reference = _Reference(original_graph, x, names, min(batch, 64))
-            result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64))
+            result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64),
+                                  adds.get(name) if RESIDUAL_TARGET else None)
             if result is None:
                 continue
             new_weight, new_bias = result
