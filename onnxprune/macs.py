@@ -63,7 +63,7 @@ def mac_expr(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> Mac
 
 def _conv(node: onnx.NodeProto, shapes) -> MacExpr:
     x, w, y = node.input[0], node.input[1], node.output[0]
-    cin, cout = shapes[x][1], shapes[y][1]
+    cin = shapes[x][1]
     kernel = math.prod(shapes[w][2:])
     spatial = math.prod(shapes[y][2:])
     group = int(attr(node, "group", 1))
@@ -75,7 +75,7 @@ def _conv(node: onnx.NodeProto, shapes) -> MacExpr:
 
 def _conv_transpose(node: onnx.NodeProto, shapes) -> MacExpr:
     x, w, y = node.input[0], node.input[1], node.output[0]
-    cin, cout = shapes[x][1], shapes[y][1]
+    cout = shapes[y][1]
     kernel = math.prod(shapes[w][2:])
     spatial = math.prod(shapes[x][2:])
     group = int(attr(node, "group", 1))

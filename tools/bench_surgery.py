@@ -30,60 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def resnet50():
-    import torch
-    from torch import nn
-
-    class Bottleneck(nn.Module):
-        expansion = 4
-
-        def __init__(self, cin, width, stride):
-            super().__init__()
-            cout = width * 4
-            self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(width)
-            self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                                nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            y = self.relu(self.bn1(self.conv1(x)))
-            y = self.relu(self.bn2(self.conv2(y)))
-            return self.relu(self.bn3(self.conv3(y)) + identity)
-
-    class ResNet50(nn.Module):
-        def __init__(self, classes=1000):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            layers, cin = [], 64
-            for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-                stage = []
-                for i in range(blocks):
-                    stage.append(Bottleneck(cin, width, stride if i == 0 else 1))
-                    cin = width * 4
-                layers.append(nn.Sequential(*stage))
-            self.layer1, self.layer2, self.layer3, self.layer4 = layers
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(2048, classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    torch.manual_seed(0)
-    return ResNet50().eval()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from resnet50 import resnet50  # noqa: E402  (tools/resnet50.py: torchvision's architecture)
 
 
 def export(folder: Path) -> Path:
@@ -92,7 +40,7 @@ def export(folder: Path) -> Path:
     path = folder / "resnet50.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(resnet50(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
+        torch.onnx.export(resnet50().eval(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
                           opset_version=17, input_names=["input"], output_names=["logits"])
     return path
 

@@ -171,6 +171,17 @@ class Context:
     def fixup(self, node: gs.Node, apply) -> None:
         self.fixups.append(Fixup(node.name, apply))
 
+    def fix_const_entry(self, node: gs.Node, slot: int, index: int, ids: np.ndarray,
+                        label: str) -> None:
+        """After pruning, entry ``index`` of int constant input ``slot`` = kept count of ``ids``."""
+
+        def apply(node, kept):
+            values = np.array(self.const(node.inputs[slot]), dtype=np.int64).copy()
+            values[index] = int(kept(ids).sum())
+            node.inputs[slot] = gs.Constant(f"{node.name}__{label}", values)
+
+        self.fixup(node, apply)
+
     def barrier(self, node: gs.Node, reason: str, tensors=None) -> None:
         """Block every tracked input (or ``tensors``) of ``node`` and report it by name."""
         tensors = node.inputs if tensors is None else tensors

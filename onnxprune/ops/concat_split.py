@@ -98,14 +98,5 @@ def slice_(ctx, node):
     size = len(tracked.ids)
     lo, hi, _ = slice(int(starts[k]), int(ends[k])).indices(size)
     ctx.set(node.outputs[0], tracked.axis, tracked.ids[lo:hi])
-    before, inside = tracked.ids[:lo], tracked.ids[lo:hi]
-
-    def fix(node, kept):
-        new_lo = int(kept(before).sum())
-        new_hi = new_lo + int(kept(inside).sum())
-        for slot, value in ((1, new_lo), (2, new_hi)):
-            array = np.array(ctx.const(node.inputs[slot]), dtype=np.int64).copy()
-            array[k] = value
-            node.inputs[slot] = gs.Constant(f"{node.name}__{('starts', 'ends')[slot - 1]}", array)
-
-    ctx.fixup(node, fix)
+    ctx.fix_const_entry(node, 1, k, tracked.ids[:lo], "starts")
+    ctx.fix_const_entry(node, 2, k, tracked.ids[:hi], "ends")

@@ -163,11 +163,8 @@ def expand(ctx, node):
         ctx.barrier(node, "target shape is computed at run time")
         return
     ctx.set(out, axis, tracked.ids)
-    if node.op == "Expand" and int(ctx.const(node.inputs[1])[axis - (len(ctx.shape(out))
-                                                            - len(ctx.const(node.inputs[1])))]) > 1:
-        def fix(node, kept, axis=axis, ids=tracked.ids):
-            shape = np.array(ctx.const(node.inputs[1]), dtype=np.int64).copy()
-            shape[axis - (len(ctx.shape(out)) - len(shape))] = int(kept(ids).sum())
-            node.inputs[1] = gs.Constant(f"{node.name}__shape", shape)
-
-        ctx.fixup(node, fix)
+    if node.op == "Expand":
+        target = ctx.const(node.inputs[1])
+        entry = axis - (len(ctx.shape(out)) - len(target))
+        if entry >= 0 and int(target[entry]) > 1:
+            ctx.fix_const_entry(node, 1, entry, tracked.ids, "shape")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx_graphsurgeon as gs
 
 from onnxprune.ops import register
 
@@ -25,12 +23,7 @@ def resize(ctx, node):
         ctx.barrier(node, "output sizes are computed at run time")
         return
 
-    def fix(node, kept, axis=tracked.axis, ids=tracked.ids):
-        sizes = np.array(ctx.const(node.inputs[sizes_slot]), dtype=np.int64).copy()
-        sizes[axis] = int(kept(ids).sum())
-        node.inputs[sizes_slot] = gs.Constant(f"{node.name}__sizes", sizes)
-
-    ctx.fixup(node, fix)
+    ctx.fix_const_entry(node, sizes_slot, tracked.axis, tracked.ids, "sizes")
 
 
 @register("Pad")
