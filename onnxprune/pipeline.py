@@ -186,7 +186,8 @@ def compress(config: CompressConfig) -> dict:
     if config.recalibrate:
         from onnxprune.gates.recalibrate import recalibrate
 
-        pruned, recalibrated = recalibrate(model, pruned, x[:config.calibration_samples],
+        pick = np.random.default_rng(config.seed).permutation(len(x))[:config.calibration_samples]
+        pruned, recalibrated = recalibrate(model, pruned, x[np.sort(pick)],
                                            kept_source_channels(analysis, selection.keep))
     report = _report(config, model, pruned, analysis, selection, mode, notes, training,
                      recalibrated, count_macs, count_params)

@@ -10,6 +10,7 @@ graph will report.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,6 +68,22 @@ class Selection:
         return plan
 
 
+class Unit(NamedTuple):
+    """Channels kept or dropped together (``round_to`` of one group), in the group's order."""
+
+    score: float
+    key: tuple[int, int]
+    chunk: np.ndarray
+    prev: np.ndarray | None  # the group's previous unit: it must be kept first
+    next: np.ndarray | None
+
+    def can_add(self, keep: np.ndarray) -> bool:
+        return self.prev is None or bool(keep[self.prev].all())
+
+    def can_remove(self, keep: np.ndarray) -> bool:
+        return self.next is None or not keep[self.next].any()
+
+
 def _units(analysis: ChannelAnalysis, scores: np.ndarray, round_to: int):
     """Per prunable group: channels sorted by score (desc, index asc) in chunks of ``round_to``."""
     mandatory, optional = [], []
@@ -81,8 +98,16 @@ def _units(analysis: ChannelAnalysis, scores: np.ndarray, round_to: int):
             chunks[-2] = np.concatenate(chunks[-2:])  # a short tail rides with the last block
             chunks.pop()
         mandatory.append(chunks[0])
-        optional.extend((float(scores[c].mean()), int(c[0]), c) for c in chunks[1:])
-    optional.sort(key=lambda u: (-u[0], u[1]))
+        if round_to == 1:  # any subset is valid: no order between units
+            optional.extend(Unit(float(scores[c[0]]), (g.offset, i), c, None, None)
+                            for i, c in enumerate(chunks[1:], start=1))
+            continue
+        for i in range(1, len(chunks)):
+            following = chunks[i + 1] if i + 1 < len(chunks) else None
+            prev = chunks[i - 1] if i > 1 else None
+            optional.append(Unit(float(scores[chunks[i]].mean()), (g.offset, i), chunks[i], prev,
+                                 following))
+    optional.sort(key=lambda u: (-u.score, u.key))
     return mandatory, optional
 
 
@@ -108,12 +133,50 @@ def select(analysis: ChannelAnalysis, scores: np.ndarray, target: float,
             f"target {target} is below what the model can reach: keeping one channel per group "
             f"(or --round-to) already costs {floor / before:.4f} of the MACs")
     k = _bisect_prefix(counter, keep, optional, budget)
-    for _, _, chunk in optional[:k]:
-        keep[chunk] = True
-    threshold = optional[k - 1][0] if k else float("inf")
+    for unit in optional[:k]:
+        keep[unit.chunk] = True
+    threshold = optional[k - 1].score if k else float("inf")
     _fill(counter, keep, optional[k:], budget)
+    _swap_towards_target(counter, keep, optional, budget)
     macs = counter.macs(keep)
     return Selection(keep, int(round(macs)), int(round(before)), int(budget), threshold)
+
+
+TOLERANCE = 0.005  # the selection aims for MACs within 0.5% below the target
+
+
+def _swap_towards_target(counter: MacCounter, keep: np.ndarray, units, budget: float,
+                         candidates: int = 48, rounds: int = 16) -> None:
+    """If the fill left more than 0.5% of the budget unused, swap one low-scored kept unit for
+    one well-scored unkept unit whose cost fits the gap better, then fill again; repeat."""
+    for _ in range(rounds):
+        reduce, out = counter.counts(keep)
+        current = float(counter.coeff @ (reduce * out))
+        if current >= (1.0 - TOLERANCE) * budget:
+            return
+        kept = [u for u in reversed(units) if keep[u.chunk].all() and u.can_remove(keep)]
+        free = [u for u in units if not keep[u.chunk].any() and u.can_add(keep)][:candidates]
+        kept = kept[:candidates]
+        if not kept or not free:
+            return
+        add_r = np.stack([counter.reduce[:, u.chunk].sum(1) for u in free], 1)
+        add_o = np.stack([counter.out[:, u.chunk].sum(1) for u in free], 1)
+        best, choice = current, None
+        for unit in kept:
+            chunk = unit.chunk
+            r = reduce - counter.reduce[:, chunk].sum(1)
+            o = out - counter.out[:, chunk].sum(1)
+            macs = counter.coeff @ ((r[:, None] + add_r) * (o[:, None] + add_o))
+            allowed = np.array([u.prev is not chunk for u in free])
+            ok = np.flatnonzero((macs <= budget + 1e-6) & allowed)
+            if len(ok) and macs[ok].max() > best:
+                best = float(macs[ok].max())
+                choice = (chunk, free[int(ok[np.argmax(macs[ok])])].chunk)
+        if choice is None:
+            return
+        keep[choice[0]] = False
+        keep[choice[1]] = True
+        _fill(counter, keep, [u for u in units if not keep[u.chunk].any()], budget)
 
 
 def _keep_every_tensor_alive(analysis: ChannelAnalysis, scores: np.ndarray, keep: np.ndarray,
@@ -121,8 +184,8 @@ def _keep_every_tensor_alive(analysis: ChannelAnalysis, scores: np.ndarray, keep
     """Make sure every tracked tensor (e.g. one part of a Split) keeps at least one channel."""
     prunable = analysis.prunable_mask()
     unit_of = {}
-    for position, (_, _, chunk) in enumerate(optional):
-        for channel in chunk.tolist():
+    for position, unit in enumerate(optional):
+        for channel in unit.chunk.tolist():
             unit_of[channel] = position
     forced = set()
     seen = set()
@@ -138,7 +201,7 @@ def _keep_every_tensor_alive(analysis: ChannelAnalysis, scores: np.ndarray, keep
             continue
         best = int(channels[np.lexsort((channels, -scores[channels]))[0]])
         forced.add(unit_of[best])
-        keep[optional[unit_of[best]][2]] = True
+        keep[optional[unit_of[best]].chunk] = True
     return [u for i, u in enumerate(optional) if i not in forced]
 
 
@@ -148,8 +211,8 @@ def _bisect_prefix(counter: MacCounter, base: np.ndarray, units, budget: float) 
     while lo < hi:
         mid = (lo + hi + 1) // 2
         trial = base.copy()
-        for _, _, chunk in units[:mid]:
-            trial[chunk] = True
+        for unit in units[:mid]:
+            trial[unit.chunk] = True
         if counter.macs(trial) <= budget + 1e-6:
             lo = mid
         else:
@@ -161,9 +224,12 @@ def _fill(counter: MacCounter, keep: np.ndarray, units, budget: float) -> None:
     """Add, in score order, every remaining unit that still fits (incremental MAC deltas)."""
     reduce, out = counter.counts(keep)
     current = float(counter.coeff @ (reduce * out))
-    for _, _, chunk in units:
+    for unit in units:
         if current >= budget:
             break
+        chunk = unit.chunk
+        if keep[chunk].any() or not unit.can_add(keep):
+            continue
         dr = counter.reduce[:, chunk].sum(axis=1)
         do = counter.out[:, chunk].sum(axis=1)
         new = float(counter.coeff @ ((reduce + dr) * (out + do)))
