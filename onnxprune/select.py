@@ -146,7 +146,7 @@ TOLERANCE = 0.005  # the selection aims for MACs within 0.5% below the target
 
 
 def _swap_towards_target(counter: MacCounter, keep: np.ndarray, units, budget: float,
-                         candidates: int = 48, rounds: int = 16) -> None:
+                         candidates: int = 96, rounds: int = 32) -> None:
     """If the fill left more than 0.5% of the budget unused, swap one low-scored kept unit for
     one well-scored unkept unit whose cost fits the gap better, then fill again; repeat."""
     for _ in range(rounds):
@@ -173,10 +173,37 @@ def _swap_towards_target(counter: MacCounter, keep: np.ndarray, units, budget: f
                 best = float(macs[ok].max())
                 choice = (chunk, free[int(ok[np.argmax(macs[ok])])].chunk)
         if choice is None:
-            return
-        keep[choice[0]] = False
-        keep[choice[1]] = True
+            if not _make_room(counter, keep, kept, free, budget, current):
+                return
+        else:
+            keep[choice[0]] = False
+            keep[choice[1]] = True
         _fill(counter, keep, [u for u in units if not keep[u.chunk].any()], budget)
+
+
+def _make_room(counter: MacCounter, keep: np.ndarray, kept, free, budget: float,
+               current: float, removals: int = 8) -> bool:
+    """Add one well-scored unit by dropping the fewest low-scored kept ones that make it fit,
+    if that lands closer to the budget. Returns whether ``keep`` changed."""
+    best, plan = current, None
+    for unit in free[:16]:
+        trial = keep.copy()
+        trial[unit.chunk] = True
+        dropped = []
+        for other in kept[:removals]:
+            if counter.macs(trial) <= budget + 1e-6:
+                break
+            if other.chunk is unit.prev:
+                continue
+            trial[other.chunk] = False
+            dropped.append(other)
+        macs = counter.macs(trial)
+        if best < macs <= budget + 1e-6:
+            best, plan = macs, trial
+    if plan is None:
+        return False
+    keep[:] = plan
+    return True
 
 
 def _keep_every_tensor_alive(analysis: ChannelAnalysis, scores: np.ndarray, keep: np.ndarray,

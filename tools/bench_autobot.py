@@ -52,6 +52,8 @@ def runs() -> list[tuple[str, str, dict]]:
         ("autobot", "no-recalibrate", dict(method="autobot", recalibrate=False)),
         ("autobot", "distillation", dict(method="autobot", data="UNLABELED")),
         ("autobot", "data-free", dict(method="autobot", data=None)),
+        ("l1", "no-recalibrate", dict(method="l1", recalibrate=False)),
+        ("random", "no-recalibrate", dict(method="random", recalibrate=False)),
     ]
 
 
@@ -164,7 +166,8 @@ def acceptance(rows: list[dict], targets) -> dict:
             if auto is None:
                 continue
             for base in BASELINES:
-                other = next((r for r in mine if r["method"] == base), None)
+                other = next((r for r in mine if r["method"] == base and r["mode"] == "labels"),
+                             None)
                 if other is not None:
                     checks.append({"model": model, "target": target, "check": f"beats {base}",
                                    "ok": auto["accuracy_after"] > other["accuracy_after"],
