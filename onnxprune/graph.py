@@ -305,6 +305,7 @@ def save_model(
         for file in written:
             if file.exists():
                 _fsync(file)
+                _usual_permissions(file)
         # data first: a model file never points at data that is not there yet
         if external_data and (Path(tmp) / data_name).exists():
             os.replace(Path(tmp) / data_name, folder / data_name)
@@ -368,6 +369,14 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _usual_permissions(path: Path) -> None:
+    """Give an output the mode a plain ``open`` would (temporary files start private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", force: bool = False):
     """Open a temporary file beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -390,6 +399,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", force: bool = False):
             handle.flush()
             with contextlib.suppress(OSError):
                 os.fsync(handle.fileno())
+        _usual_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
