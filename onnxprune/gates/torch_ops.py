@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
+from onnxprune.registry import registrar
 from onnxprune.errors import OnnxPruneError
 
 
@@ -97,17 +98,7 @@ def _attr_value(attr: onnx.AttributeProto):
 OPS: dict[str, Callable[[NodeSpec], Kernel]] = {}
 
 
-def register(*op_types: str):
-    """Decorator: the factory for ``op_types``; registering an op twice raises."""
-
-    def deco(factory):
-        for op in op_types:
-            if op in OPS:
-                raise ValueError(f"op type {op} registered twice")
-            OPS[op] = factory
-        return factory
-
-    return deco
+register = registrar(OPS, "a torch kernel")  # register(*op_types)(factory)
 
 
 def _simple(fn: Callable, arity: int = 1) -> Callable[[NodeSpec], Kernel]:

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from onnxprune.registry import registrar
+
 RULES: dict[str, Callable] = {}
 
 
-def register(*op_types: str):
-    """Register a rule for ``op_types``; registering an op twice raises."""
-
-    def decorate(rule):
-        for op in op_types:
-            if op in RULES:
-                raise ValueError(f"a channel rule for '{op}' is already registered")
-            RULES[op] = rule
-        return rule
-
-    return decorate
+register = registrar(RULES, "a channel rule")  # register(*op_types)(rule)
 
 
 from onnxprune.ops import (  # noqa: E402,F401  (each module registers its rules)
