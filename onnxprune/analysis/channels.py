@@ -112,6 +112,7 @@ class Context:
     fixups: list[Fixup] = field(default_factory=list)
     barriers: list[dict] = field(default_factory=list)
     opset: int = 13
+    folded: dict = field(default_factory=dict)  # small int tensors computed from static shapes
 
     # -- tensors ---------------------------------------------------------------------------
     def get(self, tensor: gs.Tensor | None) -> Tracked | None:
@@ -147,6 +148,13 @@ class Context:
             return self.const(tensor.inputs[0].inputs[0])
         return None
 
+    def value(self, tensor: gs.Tensor | None) -> np.ndarray | None:
+        """A constant, or a small integer value folded from static shapes (e.g. Slice bounds)."""
+        const = self.const(tensor)
+        if const is None and tensor is not None:
+            return self.folded.get(tensor.name)
+        return const
+
     # -- recording -------------------------------------------------------------------------
     def source(self, node: gs.Node, tensor: gs.Tensor, axis: int) -> np.ndarray:
         """New atoms: the output channels of a source op."""
@@ -176,7 +184,7 @@ class Context:
         """After pruning, entry ``index`` of int constant input ``slot`` = kept count of ``ids``."""
 
         def apply(node, kept):
-            values = np.array(self.const(node.inputs[slot]), dtype=np.int64).copy()
+            values = np.array(self.value(node.inputs[slot]), dtype=np.int64).copy()
             values[index] = int(kept(ids).sum())
             node.inputs[slot] = gs.Constant(f"{node.name}__{label}", values)
 

@@ -15,7 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.analysis.channels import Context, Fixup, Member, Read, run_rules
-from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.analysis.shapes import fold_shape_values, infer_shapes
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import opset_version
 from onnxprune.macs import MacExpr, mac_expr
@@ -130,7 +130,8 @@ def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None) -> C
 
     shapes = dict(shapes) if shapes is not None else infer_shapes(model)
     graph = gs.import_onnx(model)
-    ctx = Context(graph=graph, shapes=shapes, opset=opset_version(model))
+    ctx = Context(graph=graph, shapes=shapes, opset=opset_version(model),
+                  folded=fold_shape_values(model, shapes))
     run_rules(ctx, RULES)
     groups, channel_of_atom = _build_groups(ctx)
     terms = _mac_terms(model, ctx, channel_of_atom)

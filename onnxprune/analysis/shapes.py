@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
@@ -94,8 +95,82 @@ def _copy_field(target, name: str, value) -> None:
 
 
 def infer_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, Shape]:
-    """Concrete shapes of every tensor the inference can resolve, with batch fixed."""
-    fixed = fixed_batch_copy(model, batch)
+    """Concrete shapes of every tensor the inference can resolve, with batch fixed.
+
+    Where shape arithmetic (Shape -> Gather -> Div -> ... -> Slice bounds) stops onnx's
+    inference, the small integer values are folded and the inference is run once more.
+    """
+    shapes = _infer_once(fixed_batch_copy(model, batch), model)
+    unknown = any(o and o not in shapes for n in model.graph.node for o in n.output)
+    folded = fold_shape_values(model, shapes) if unknown else {}
+    if folded:
+        fixed = fixed_batch_copy(model, batch)
+        _inject(fixed, folded)
+        shapes.update(_infer_once(fixed, model))
+    _check_channels(model, shapes)
+    _explain_unknown(model, shapes)
+    return shapes
+
+
+_FOLDABLE = {"Shape", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat",
+             "Slice", "Cast", "Identity", "Constant", "ConstantOfShape", "Floor", "Ceil", "Neg",
+             "Min", "Max", "Equal", "Where", "Reshape", "Range"}
+_FOLD_LIMIT = 64  # elements: shape arithmetic is small; real data is never folded
+
+
+def fold_shape_values(model: onnx.ModelProto, shapes: dict[str, Shape]) -> dict[str, np.ndarray]:
+    """Values of small integer tensors computed from static shapes and constants (batch fixed).
+
+    Returns only tensors computed by nodes (not initializers or Constant nodes).
+    """
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    known = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+             if int(np.prod(t.dims)) <= _FOLD_LIMIT and t.data_type == onnx.TensorProto.INT64}
+    folded: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx") or not node.output:
+            continue
+        try:
+            value = _fold_node(node, known, shapes, ReferenceEvaluator)
+        except Exception:  # anything the evaluator cannot do simply stays unknown
+            value = None
+        if value is None or value.size > _FOLD_LIMIT or value.dtype.kind not in "iu":
+            continue
+        known[node.output[0]] = value
+        if node.op_type != "Constant":
+            folded[node.output[0]] = value
+    return folded
+
+
+def _fold_node(node, known, shapes, evaluator):
+    if node.op_type == "Constant":
+        tensor = next((a.t for a in node.attribute if a.name == "value"), None)
+        return None if tensor is None else onnx.numpy_helper.to_array(tensor)
+    if node.op_type == "Shape":
+        shape = shapes.get(node.input[0])
+        if shape is None:
+            return None
+        attrs = {a.name: a.i for a in node.attribute}
+        return np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], np.int64)
+    inputs = [n for n in node.input if n]
+    if not inputs or not all(n in known for n in inputs):
+        return None
+    return np.asarray(evaluator(node).run(None, {n: known[n] for n in inputs})[0])
+
+
+def _inject(model: onnx.ModelProto, folded: dict[str, np.ndarray]) -> None:
+    """Replace the nodes that compute ``folded`` tensors by initializers (for inference only)."""
+    from onnx import numpy_helper
+
+    keep = [n for n in model.graph.node if not (n.output and n.output[0] in folded)]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in folded.items())
+
+
+def _infer_once(fixed: onnx.ModelProto, model: onnx.ModelProto) -> dict[str, Shape]:
     try:
         # strict: a type or shape error in the model is bad input here, not a surgery bug later
         inferred = onnx.shape_inference.infer_shapes(fixed, check_type=True, strict_mode=True,
@@ -114,8 +189,6 @@ def infer_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, Shape]:
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                     shapes.setdefault(node.output[0], tuple(int(d) for d in attr.t.dims))
-    _check_channels(model, shapes)
-    _explain_unknown(model, shapes)
     return shapes
 
 

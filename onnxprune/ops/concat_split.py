@@ -78,7 +78,7 @@ def slice_(ctx, node):
     if tracked is None:
         return
     rank = len(ctx.shape(x))
-    values = [ctx.const(t) if t.name else None for t in node.inputs[1:]]
+    values = [ctx.value(t) if t.name else None for t in node.inputs[1:]]
     starts, ends = values[0] if values else None, values[1] if len(values) > 1 else None
     axes = values[2] if len(values) > 2 and values[2] is not None else None
     steps = values[3] if len(values) > 3 and values[3] is not None else None
@@ -89,6 +89,10 @@ def slice_(ctx, node):
     axes = [_norm(int(a), rank) for a in (axes if axes is not None else range(len(starts)))]
     if tracked.axis not in axes:
         ctx.set(node.outputs[0], tracked.axis, tracked.ids)
+        return
+    computed = any(t.name and ctx.const(t) is None for t in node.inputs[1:3])
+    if computed and len(axes) > 1:  # folded at batch 1: only a channel-only slice may be fixed
+        ctx.barrier(node, "slice bounds over several axes are computed at run time")
         return
     k = axes.index(tracked.axis)
     step = int(steps[k]) if steps is not None else 1

@@ -12,9 +12,7 @@ from onnxprune.analysis.groups import analyze_channels
 from onnxprune.graph import load_model
 
 EXPORTERS = ["torchscript", "dynamo"]
-# TorchScript exports ShuffleNet's chunk as Slice ops with bounds computed from Shape (Div is
-# not data-propagated by onnx shape inference): refused with a one-line error, tested below
-REFUSED = {("shufflenet_v2", "torchscript")}
+REFUSED: set = set()  # (architecture, exporter) pairs the analysis refuses; none today
 CASES = [(n, e) for n in ARCHS for e in EXPORTERS if (n, e) not in REFUSED]
 
 
@@ -50,17 +48,21 @@ def test_architecture_random_plans(exported, name, exporter):
         assert [g.channels for g in prunable] == [16, 12]
 
 
-def test_shufflenet_couples_the_split_with_the_shuffle(exported):
-    a = analyze_channels(load_model(exported("shufflenet_v2", "dynamo")).model)
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_shufflenet_couples_the_split_with_the_shuffle(exported, exporter):
+    a = analyze_channels(load_model(exported("shufflenet_v2", exporter)).model)
     assert max(len(g.sources) for g in a.groups) >= 3  # the pass-through half of every unit
+    assert not a.barriers
 
 
-def test_shufflenet_torchscript_chunk_is_refused_by_name(exported):
-    from onnxprune.errors import OnnxPruneError
+def test_shufflenet_torchscript_slice_bounds_are_folded_from_shapes(exported):
+    """TorchScript exports chunk() as Slices whose bounds come from Shape -> Div arithmetic."""
+    from onnxprune.analysis.shapes import fold_shape_values, infer_shapes
 
     model = load_model(exported("shufflenet_v2", "torchscript")).model
-    with pytest.raises(OnnxPruneError, match="Slice"):
-        analyze_channels(model)
+    folded = fold_shape_values(model, infer_shapes(model))
+    slice_inputs = {n.input[2] for n in model.graph.node if n.op_type == "Slice"}
+    assert slice_inputs & set(folded)
 
 
 REFERENCE = ["vgg", "resnet", "mobilenetv2"]
