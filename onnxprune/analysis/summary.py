@@ -19,14 +19,19 @@ _FLOAT_TYPES = {
 }
 
 
+def _is_weight(tensor: onnx.TensorProto) -> bool:
+    """A floating-point tensor with at least one axis (scalars such as Clip bounds are not)."""
+    return tensor.data_type in _FLOAT_TYPES and len(tensor.dims) > 0
+
+
 def count_params(model: onnx.ModelProto) -> int:
     """Elements of every floating-point weight: initializers and Constant-node tensors."""
-    total = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in _FLOAT_TYPES)
+    total = sum(int(np.prod(t.dims)) for t in model.graph.initializer if _is_weight(t))
     for node in model.graph.node:
         if node.op_type != "Constant":
             continue
         for a in node.attribute:
-            if a.name == "value" and a.t.data_type in _FLOAT_TYPES:
+            if a.name == "value" and _is_weight(a.t):
                 total += int(np.prod(a.t.dims))
     return total
 
