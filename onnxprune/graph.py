@@ -310,7 +310,7 @@ def save_model(
         if external_data and (Path(tmp) / data_name).exists():
             os.replace(Path(tmp) / data_name, folder / data_name)
         os.replace(tmp_model, folder / path.name)
-    _fsync_dir(folder)
+    _fsync(folder)
     return path
 
 
@@ -352,17 +352,9 @@ def _alive(pid: int) -> bool:
 
 
 def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's contents to disk (best effort)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

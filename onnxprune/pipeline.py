@@ -181,7 +181,7 @@ def compress(config: CompressConfig) -> dict:
     x, y, mode = _training_inputs(config, model, train, shape)
     scores, notes, training = _scores(config, model, analysis, x, y)
     selection = select(analysis, scores, config.target, config.round_to)
-    pruned = prune_model(model, selection.plan(analysis), analysis=None)
+    pruned = prune_model(model, selection.plan(analysis))
     recalibrated = 0
     if config.recalibrate:
         from onnxprune.gates.recalibrate import recalibrate

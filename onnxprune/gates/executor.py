@@ -217,15 +217,8 @@ class TorchGraph(nn.Module):
         """Run the graph; one tensor for one graph output, else a tuple."""
         plan = self._plan(frozenset(self.output_names))
         env = self._start(plan, inputs)
-        for fn, ins, out, free in plan.steps:
-            value = fn(*[env[i] for i in ins])
-            if out.__class__ is int:
-                env[out] = value
-            else:
-                for slot, item in zip(out, value):
-                    env[slot] = item
-            for slot in free:
-                env[slot] = None
+        for step in plan.steps:
+            _run_step(env, *step)
         return self._finish(plan, env)
 
     def forward_with(self, inputs, capture: Iterable[str]):
@@ -239,12 +232,7 @@ class TorchGraph(nn.Module):
         env = self._start(plan, inputs)
         got = {name: env[slot] for slot, name in plan.early if name in capture}
         for (fn, ins, out, free), caught in zip(plan.steps, plan.captures):
-            value = fn(*[env[i] for i in ins])
-            if out.__class__ is int:
-                env[out] = value
-            else:
-                for slot, item in zip(out, value):
-                    env[slot] = item
+            _run_step(env, fn, ins, out, ())
             for slot, name in caught:
                 got[name] = env[slot]
             for slot in free:
@@ -257,6 +245,18 @@ class TorchGraph(nn.Module):
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+def _run_step(env: list, fn, ins, out, free) -> None:
+    """One compiled node: read its slots, write its output slot(s), free dead slots."""
+    value = fn(*[env[i] for i in ins])
+    if out.__class__ is int:
+        env[out] = value
+    else:
+        for slot, item in zip(out, value):
+            env[slot] = item
+    for slot in free:
+        env[slot] = None
+
+
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
