@@ -182,7 +182,7 @@ def compress(config: CompressConfig) -> dict:
     scores, notes, training = _scores(config, model, analysis, x, y)
     selection = select(analysis, scores, config.target, config.round_to)
     pruned = prune_model(model, selection.plan(analysis))
-    recalibrated = 0
+    recalibrated = []
     if config.recalibrate:
         from onnxprune.gates.recalibrate import recalibrate
 
@@ -229,7 +229,8 @@ def _report(config, model, pruned, analysis, selection, mode, notes, training, r
         "target": config.target, "macs_before": selection.macs_before, "macs_after": macs_after,
         "macs_ratio": macs_after / max(selection.macs_before, 1),
         "params_before": count_params(model), "params_after": count_params(pruned),
-        "groups": groups, "task_loss": mode, "recalibrated_convs": recalibrated,
+        "groups": groups, "task_loss": mode, "recalibrated_convs": len(recalibrated),
+        "recalibration": recalibrated,
         "threshold": selection.threshold, "notes": notes, "training": training,
         "settings": {k: v for k, v in asdict(config).items() if k not in ("quiet",)},
     }

@@ -44,7 +44,8 @@ from onnx import helper, numpy_helper
 from onnxprune.gates.executor import TorchGraph
 
 _EPS = 1e-6
-RIDGE = 1e-3  # ρ as a fraction of mean(diag(XᵀX)); chosen on a validation slice of mnist_train
+RIDGE = 1e-3  # ρ as a fraction of mean(diag(XᵀX)) when cross-validation is impossible
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ρ candidates, chosen per layer by 2-fold CV
 RESIDUAL_TARGET = True  # fit a layer that feeds a residual Add to the Add's original output
 _MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations
 
@@ -168,20 +169,64 @@ def _residual_adds(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
-                 out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int,
-                 residual: tuple[str, str] | None = None):
-    """Least-squares weights/bias for ``node``; None when its input equals the original's.
+class _Normal:
+    """Normal equations of a least-squares fit over some calibration rows (per group)."""
 
-    With ``residual`` = (Add output, other Add input), the layer is fitted so that the *sum*
-    matches the original's: target = original Add output − the pruned graph's other input.
+    def __init__(self):
+        self.gram = self.rhs = None
+        self.energy = 0.0  # Σ target², for the held-out error
+
+    def add(self, cols: torch.Tensor, target: torch.Tensor) -> None:
+        g, r = cols.transpose(1, 2) @ cols, cols.transpose(1, 2) @ target
+        self.gram = g if self.gram is None else self.gram + g
+        self.rhs = r if self.rhs is None else self.rhs + r
+        self.energy += float((target * target).sum())
+
+    def merged(self, other: "_Normal") -> "_Normal":
+        both = _Normal()
+        both.gram, both.rhs = self.gram + other.gram, self.rhs + other.rhs
+        both.energy = self.energy + other.energy
+        return both
+
+    def solve(self, prior: torch.Tensor, ridge: float) -> torch.Tensor:
+        """argmin ||XW − Y||² + ρ||W − prior||², ρ = ridge × mean(diag(XᵀX)): [G, fan+1, per]."""
+        rho = ridge * torch.diagonal(self.gram, dim1=1, dim2=2).mean(1).clamp_min(_EPS)
+        eye = torch.eye(self.gram.shape[1], dtype=torch.float64)
+        return torch.linalg.solve(self.gram + rho[:, None, None] * eye,
+                                  self.rhs + rho[:, None, None] * prior)
+
+    def error(self, w: torch.Tensor) -> float:
+        """||XW − Y||² over these rows, from the normal equations alone."""
+        quad = (w.transpose(1, 2) @ self.gram @ w).diagonal(dim1=1, dim2=2).sum()
+        return float(quad - 2.0 * (w * self.rhs).sum() + self.energy)
+
+
+def choose_ridge(folds: tuple[_Normal, _Normal], prior: torch.Tensor) -> float:
+    """The ridge of ``RIDGE_GRID`` with the lowest two-fold cross-validated error.
+
+    Fitting on one half of the calibration images and scoring on the other catches the
+    layers where the fit would memorise its calibration set: a Gemm has one row per image,
+    so 512 images barely determine a 576-input layer.
     """
-    a = _attrs(node)
-    trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
-    w0 = weight.T if (node.op_type == "Gemm" and not trans_b) else weight  # [out, fan-in...]
-    group = int(a.get("group", 1)) if node.op_type == "Conv" else 1
-    per = w0.shape[0] // group
-    gram = rhs = None
+    a, b = folds
+    if a.gram is None or b.gram is None:
+        return RIDGE
+    errors = []
+    for ridge in RIDGE_GRID:
+        try:
+            errors.append(b.error(a.solve(prior, ridge)) + a.error(b.solve(prior, ridge)))
+        except RuntimeError:  # singular at this ridge
+            errors.append(float("inf"))
+    finite = [e for e in errors if np.isfinite(e)]
+    return RIDGE_GRID[errors.index(min(finite))] if finite else RIDGE
+
+
+def _fit_rows(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
+              out_index: np.ndarray, w0_shape, group: int, batch: int,
+              residual: tuple[str, str] | None):
+    """Normal equations over the calibration batches, in two folds (alternate batches), and
+    whether the layer's input differs from the original's at all."""
+    folds = (_Normal(), _Normal())
     changed = False
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -195,7 +240,7 @@ def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray
             ref_in = got_o[node.input[0]]
             if inp.shape != ref_in.shape or not torch.allclose(inp, ref_in, atol=1e-6):
                 changed = True
-            cols = _columns(node, inp, w0.shape)
+            cols = _columns(node, inp, w0_shape)
             if residual:
                 y = got_o[residual[0]][:, torch.as_tensor(out_index)] - got_p[residual[1]]
             else:
@@ -205,27 +250,41 @@ def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray
                 rows = torch.randperm(cols.shape[1], generator=generator)[:_MAX_ROWS]
                 cols, target = cols[:, rows], target[:, rows]
             cols = torch.cat([cols, torch.ones(*cols.shape[:2], 1, dtype=cols.dtype)], 2)
-            g = cols.transpose(1, 2) @ cols
-            r = cols.transpose(1, 2) @ target
-            gram = g if gram is None else gram + g
-            rhs = r if rhs is None else rhs + r
+            folds[index % 2].add(cols, target)
+    return folds, changed
+
+
+def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
+                 out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int,
+                 residual: tuple[str, str] | None = None):
+    """Least-squares weights/bias for ``node``, and the ridge used; None when its input
+    equals the original's.
+
+    With ``residual`` = (Add output, other Add input), the layer is fitted so that the *sum*
+    matches the original's: target = original Add output − the pruned graph's other input.
+    """
+    a = _attrs(node)
+    trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
+    w0 = weight.T if (node.op_type == "Gemm" and not trans_b) else weight  # [out, fan-in...]
+    group = int(a.get("group", 1)) if node.op_type == "Conv" else 1
+    per = w0.shape[0] // group
+    folds, changed = _fit_rows(node, graph_p, reference, x, out_index, w0.shape, group, batch,
+                               residual)
     if not changed:
         return None
     flat = torch.as_tensor(w0.reshape(group, per, -1), dtype=torch.float64)  # [G, per, fan]
     prior = torch.cat([flat, torch.as_tensor(bias, dtype=torch.float64).view(group, per, 1)], 2)
-    diag = torch.diagonal(gram, dim1=1, dim2=2)
-    rho = RIDGE * diag.mean(1).clamp_min(_EPS)  # [G]
-    eye = torch.eye(gram.shape[1], dtype=torch.float64)
-    solved = torch.linalg.solve(gram + rho[:, None, None] * eye,
-                                rhs + rho[:, None, None] * prior.transpose(1, 2))  # [G, fan+1, per]
-    solved = solved.transpose(1, 2)  # [G, per, fan+1]
+    prior = prior.transpose(1, 2)  # [G, fan+1, per]
+    ridge = choose_ridge(folds, prior)
+    whole = folds[0] if folds[1].gram is None else folds[0].merged(folds[1])
+    solved = whole.solve(prior, ridge).transpose(1, 2)  # [G, per, fan+1]
     if not torch.isfinite(solved).all():
         return None
     new_w = solved[..., :-1].reshape(w0.shape).numpy()
     new_b = solved[..., -1].reshape(-1).numpy()
     if node.op_type == "Gemm" and not trans_b:
         new_w = new_w.T
-    return new_w, new_b
+    return new_w, new_b, ridge
 
 
 def _set_bias(model, inits, node, name, values, dtype) -> None:
@@ -240,10 +299,44 @@ def _set_bias(model, inits, node, name, values, dtype) -> None:
     inits[bias_name] = model.graph.initializer[-1]
 
 
+def _layer_params(node, inits, kept):
+    """(weight, bias, dtype, original indices of its output channels) as float64, or None
+    when the layer's shapes do not line up with ``kept``."""
+    weight = numpy_helper.to_array(inits[node.input[1]])
+    dtype = weight.dtype
+    weight = weight.astype(np.float64)
+    out_axis = 0
+    if node.op_type == "Gemm":
+        out_axis = 0 if int(_attrs(node).get("transB", 0)) else 1
+    channels = weight.shape[out_axis]
+    name = node.output[0]
+    index = np.asarray(kept[name]) if name in kept else np.arange(channels)
+    if len(index) != channels:
+        return None
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    bias = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float64).reshape(-1)
+            if has_bias else np.zeros(channels))
+    if bias.shape != (channels,):
+        return None
+    return weight, bias, dtype, index
+
+
+def _match_stats(node, graph, original_graph, x, index, weight, bias, batch):
+    """Rescale each output channel to the original's mean/std; None when already matching."""
+    name = node.output[0]
+    mean_p, std_p = _channel_stats(graph, x, [name], batch)[name]
+    mean_o, std_o = (s[index] for s in _channel_stats(original_graph, x, [name], batch)[name])
+    ratio = np.where(std_p > _EPS, std_o / np.maximum(std_p, _EPS), 1.0)
+    if np.allclose(ratio, 1.0, atol=1e-4) and np.allclose(mean_p, mean_o, atol=1e-5):
+        return None
+    return weight * ratio.reshape(-1, *([1] * (weight.ndim - 1))), (bias - mean_p) * ratio + mean_o
+
+
 def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarray,
                 kept: Mapping[str, np.ndarray], batch: int = 256,
-                mode: str = "reconstruct") -> tuple[onnx.ModelProto, int]:
-    """Return ``pruned`` with layer weights/biases corrected, and how many layers were changed.
+                mode: str = "reconstruct") -> tuple[onnx.ModelProto, list[dict]]:
+    """Return ``pruned`` with layer weights/biases corrected, and one record per changed layer
+    (``layer``, ``how``: reconstruct/stats, ``ridge`` for a reconstruction).
 
     ``kept[tensor]`` lists, for a conv output tensor of the pruned graph, the original channel
     index of each of its channels (a layer output not listed keeps all its channels).
@@ -255,52 +348,38 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     model.CopyFrom(pruned)
     inits = {t.name: t for t in model.graph.initializer}
     original_graph = reference = None
-    changed = 0
+    records = []
     layers = _layers(model)
     adds = _residual_adds(model)
     for node in layers:
-        name = node.output[0]
-        weight = numpy_helper.to_array(inits[node.input[1]])
-        dtype = weight.dtype
-        weight = weight.astype(np.float64)
-        out_axis = 0
-        if node.op_type == "Gemm":
-            out_axis = 0 if int(_attrs(node).get("transB", 0)) else 1
-        channels = weight.shape[out_axis]
-        index = np.asarray(kept[name]) if name in kept else np.arange(channels)
-        if len(index) != channels:
+        params = _layer_params(node, inits, kept)
+        if params is None:
             continue
-        has_bias = len(node.input) > 2 and bool(node.input[2])
-        bias = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float64).reshape(-1)
-                if has_bias else np.zeros(channels))
-        if bias.shape != (channels,):
-            continue
+        weight, bias, dtype, index = params
         if original_graph is None:
             original_graph = TorchGraph(original).float()
         graph = TorchGraph(model).float()
+        record = {"layer": node.name}
         if mode == "reconstruct" and _reconstructable(node, weight):
             if reference is None:
                 names = {n for layer in layers for n in (layer.input[0], layer.output[0])}
                 names |= {adds[n][0] for n in names if n in adds}
                 reference = _Reference(original_graph, x, names, min(batch, 64))
             result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64),
-                                  adds.get(name) if RESIDUAL_TARGET else None)
-            if result is None:
-                continue
-            new_weight, new_bias = result
+                                  adds.get(node.output[0]) if RESIDUAL_TARGET else None)
+            if result is not None:
+                record.update(how="reconstruct", ridge=result[2])
+                result = result[:2]
         elif node.op_type == "Conv":
-            mean_p, std_p = _channel_stats(graph, x, [name], batch)[name]
-            mean_o, std_o = (s[index] for s in _channel_stats(original_graph, x, [name],
-                                                               batch)[name])
-            ratio = np.where(std_p > _EPS, std_o / np.maximum(std_p, _EPS), 1.0)
-            if np.allclose(ratio, 1.0, atol=1e-4) and np.allclose(mean_p, mean_o, atol=1e-5):
-                continue
-            new_weight = weight * ratio.reshape(-1, *([1] * (weight.ndim - 1)))
-            new_bias = (bias - mean_p) * ratio + mean_o
+            result = _match_stats(node, graph, original_graph, x, index, weight, bias, batch)
+            record["how"] = "stats"
         else:
+            result = None
+        if result is None:
             continue
+        new_weight, new_bias = result
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_weight.astype(dtype),
                                                               node.input[1]))
-        _set_bias(model, inits, node, name, new_bias, dtype)
-        changed += 1
-    return model, changed
+        _set_bias(model, inits, node, node.output[0], new_bias, dtype)
+        records.append(record)
+    return model, records
