@@ -154,11 +154,17 @@ def _progress_printer(config, checkpointer):
     return progress
 
 
-def kept_source_channels(analysis, keep: np.ndarray) -> dict[str, np.ndarray]:
-    """For each source tensor: the original indices of its kept channels."""
+def kept_channels(analysis, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """For each tensor with a tracked channel axis 1 (conv and gemm outputs, whether they
+    start a group or only carry one, like a depthwise conv): its kept channels' original
+    indices."""
     atom_kept = np.where(analysis.channel_of_atom < 0, True,
                          keep[np.maximum(analysis.channel_of_atom, 0)])
-    return {s: np.flatnonzero(atom_kept[atoms]) for s, atoms in analysis.source_atoms.items()}
+    kept = {name: np.flatnonzero(atom_kept[t.ids]) for name, t in analysis.tracked.items()
+            if t.axis == 1}
+    for name, atoms in analysis.source_atoms.items():
+        kept.setdefault(name, np.flatnonzero(atom_kept[atoms]))
+    return kept
 
 
 def compress(config: CompressConfig) -> dict:
@@ -188,7 +194,7 @@ def compress(config: CompressConfig) -> dict:
 
         pick = np.random.default_rng(config.seed).permutation(len(x))[:config.calibration_samples]
         pruned, recalibrated = recalibrate(model, pruned, x[np.sort(pick)],
-                                           kept_source_channels(analysis, selection.keep))
+                                           kept_channels(analysis, selection.keep))
     report = _report(config, model, pruned, analysis, selection, mode, notes, training,
                      recalibrated, count_macs, count_params)
     report["validation"] = _validate(config, model, pruned, held_out, train, x)

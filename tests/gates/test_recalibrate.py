@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from onnxprune.analysis.groups import analyze_channels
 from onnxprune.gates.executor import TorchGraph
 from onnxprune.gates.recalibrate import RIDGE_GRID, _Normal, choose_ridge, recalibrate
-from onnxprune.pipeline import kept_source_channels
+from onnxprune.pipeline import kept_channels
 from onnxprune.surgery import prune_model
 from archs import Builder, run_ort
 
@@ -34,7 +34,7 @@ def _pruned(model):
     keep[group.offset + np.array([1, 4, 6])] = False
     pruned = prune_model(model, {group.id: np.flatnonzero(keep[group.offset:group.offset + 8])
                                  .tolist()})
-    return pruned, kept_source_channels(analysis, keep)
+    return pruned, kept_channels(analysis, keep)
 
 
 def _mse(model_a, model_b, x) -> float:
@@ -151,3 +151,56 @@ def test_weights_changed_by_reconstruction_are_the_kept_layers_only(setting):
     new = {t.name: numpy_helper.to_array(t) for t in fixed.graph.initializer}
     for name in first_conv.input[1:]:  # its input is the graph input: nothing to correct
         np.testing.assert_array_equal(new[name], inits[name])
+
+
+def _depthwise_cnn() -> onnx.ModelProto:
+    """Conv 3→8 → Relu → depthwise Conv (group 8) → Relu → Conv 8→4: the depthwise conv carries
+    conv1's channel group without starting one."""
+    b = Builder(seed=5)
+    x = b.input("x", ["N", 3, 8, 8])
+    y = b.op("Relu", [b.conv(x, 3, 8)])
+    y = b.op("Relu", [b.conv(y, 8, 8, group=8)])
+    return b.model([b.conv(y, 8, 4, k=1)])
+
+
+def test_depthwise_outputs_are_matched_to_their_own_original_channels():
+    model = _depthwise_cnn()
+    analysis = analyze_channels(model)
+    group = next(g for g in analysis.groups if g.prunable)
+    keep = np.ones(analysis.total_channels, dtype=bool)
+    keep[group.offset + np.array([0, 3, 5])] = False
+    pruned = prune_model(model, {group.id: [1, 2, 4, 6, 7]})
+    kept = kept_channels(analysis, keep)
+    depthwise = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    np.testing.assert_array_equal(kept[depthwise.output[0]], [1, 2, 4, 6, 7])
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((128, 3, 8, 8)).astype(np.float32)
+    fixed, records = recalibrate(model, pruned, calibration, kept, mode="stats")
+    # the depthwise conv reads unchanged channels: nothing to correct, so nothing is touched
+    assert depthwise.name not in [r["layer"] for r in records]
+    held_out = rng.standard_normal((128, 3, 8, 8)).astype(np.float32)
+    reconstructed, records = recalibrate(model, pruned, calibration, kept)
+    assert _mse(model, reconstructed, held_out) < 0.5 * _mse(model, pruned, held_out)
+
+
+def test_a_perturbed_depthwise_conv_is_reconstructed_per_channel():
+    """Scale conv1's kept filters so the depthwise conv's input differs: its per-channel least
+    squares must undo it (the sliced original is exact up to that scale)."""
+    model = _depthwise_cnn()
+    pruned = prune_model(model, {analyze_channels(model).groups[0].id: [1, 2, 4, 6, 7]})
+    inits = {t.name: t for t in pruned.graph.initializer}
+    conv1, depthwise = [n for n in pruned.graph.node if n.op_type == "Conv"][:2]
+    for name in conv1.input[1:]:
+        inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]) * 0.5,
+                                                     name))
+    kept = {conv1.output[0]: np.array([1, 2, 4, 6, 7]),
+            depthwise.output[0]: np.array([1, 2, 4, 6, 7])}
+    x = np.random.default_rng(1).standard_normal((128, 3, 8, 8)).astype(np.float32)
+    fixed, records = recalibrate(model, pruned, x, kept)
+    assert records[0] == {"layer": depthwise.name, "how": "reconstruct",
+                          "ridge": records[0]["ridge"]}
+    name = depthwise.output[0]
+    _, want = TorchGraph(model).forward_with(torch.as_tensor(x), {name})
+    _, got = TorchGraph(fixed).forward_with(torch.as_tensor(x), {name})
+    np.testing.assert_allclose(got[name].numpy(), want[name][:, [1, 2, 4, 6, 7]].numpy(),
+                               atol=1e-3, rtol=1e-3)
