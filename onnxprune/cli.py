@@ -247,7 +247,9 @@ def _size(text):
 @click.option("--iterations", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--recalibrate/--no-recalibrate", default=True, show_default=True,
-              help="Re-match conv output statistics after pruning.")
+              help="Refit the layers that read pruned channels (least squares).")
+@click.option("--calibration-samples", default=512, show_default=True,
+              help="Samples of --data used for the recalibration.")
 @click.option("--round-to", default=1, show_default=True,
               help="Kept channels per group in multiples of N.")
 @click.option("--fraction", type=float, help="Use this fraction of --data.")
@@ -265,7 +267,7 @@ def _size(text):
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model, target, data, eval_data, output, report, method, beta, gamma, lr, batch_size,
-             iterations, seed, recalibrate, round_to, fraction, limit, input_size, mean, std,
+             iterations, seed, recalibrate, calibration_samples, round_to, fraction, limit, input_size, mean, std,
              bench, provider, max_accuracy_drop, min_agreement, resume, force, quiet, as_json):
     """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""
     from pathlib import Path
@@ -277,7 +279,8 @@ def compress(model, target, data, eval_data, output, report, method, beta, gamma
     config = CompressConfig(
         model=model, output=output, target=target, data=data, eval_data=eval_data,
         report=report, method=method, beta=beta, gamma=gamma, lr=lr, batch_size=batch_size,
-        iterations=iterations, seed=seed, recalibrate=recalibrate, round_to=round_to,
+        iterations=iterations, seed=seed, recalibrate=recalibrate,
+        calibration_samples=calibration_samples, round_to=round_to,
         fraction=fraction, limit=limit, input_size=_size(input_size), mean=_floats(mean),
         std=_floats(std), bench=bench, provider=provider, resume=resume, force=force,
         quiet=quiet, max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)

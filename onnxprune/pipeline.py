@@ -63,8 +63,10 @@ def _check_config(config: CompressConfig) -> None:
         raise OnnxPruneError(f"--method must be one of {', '.join(METHODS)}")
     if not 0.0 < config.target <= 1.0:
         raise OnnxPruneError(f"--target must be in (0, 1], got {config.target}")
-    if config.iterations < 1 or config.batch_size < 1 or config.round_to < 1:
-        raise OnnxPruneError("--iterations, --batch-size and --round-to must be positive")
+    if min(config.iterations, config.batch_size, config.round_to,
+           config.calibration_samples) < 1:
+        raise OnnxPruneError("--iterations, --batch-size, --round-to and --calibration-samples "
+                             "must be positive")
     out = Path(config.output)
     if out.exists() and out.resolve() == Path(config.model).resolve() and not config.force:
         raise OnnxPruneError(f"{out}: refusing to overwrite the input model (use --force)")

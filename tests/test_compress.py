@@ -105,6 +105,24 @@ def test_bad_data_is_refused_before_training(tmp_path):
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_calibration_samples_reach_the_recalibration(tmp_path, small_data):
+    runner = CliRunner()
+    result = runner.invoke(main, ["compress", str(VGG), "--data", str(small_data[0]), "-o",
+                                  str(tmp_path / "o.onnx"), "--calibration-samples", "0"])
+    assert result.exit_code == 2 and "--calibration-samples" in result.stderr
+    assert not (tmp_path / "o.onnx").exists()
+    report = tmp_path / "r.json"
+    result = runner.invoke(main, ["compress", str(VGG), "--data", str(small_data[0]), "-o",
+                                  str(tmp_path / "o.onnx"), "--method", "l1", "--quiet",
+                                  "--calibration-samples", "96", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(report.read_text())
+    assert written["settings"]["calibration_samples"] == 96
+    layers = written["recalibration"]
+    assert len(layers) == written["recalibrated_convs"] > 0
+    assert all(r["how"] == "reconstruct" and r["ridge"] > 0 for r in layers)
+
+
 def test_accuracy_threshold_failure_exits_1(tmp_path, small_data):
     eval_data = small_data[0].parent / "test.npz"
     runner = CliRunner()
