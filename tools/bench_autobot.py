@@ -221,6 +221,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: list[dict]) -> str:
+    """The README table: one line per model and target, accuracy means over the seeds."""
+    means = mean_rows(rows)
+
+    def acc(model, target, method, mode):
+        r = next((r for r in means if (r["model"], r["target"], r["method"], r["mode"])
+                  == (model, target, method, mode)), None)
+        return "-" if r is None else f"{r['accuracy_after']:.2f}"
+
+    lines = ["| model | target | AutoBot | L1 | bn-scale | random | AutoBot, no recal. | "
+             "L1 / random, no recal. | distillation | data-free | AutoBot MACs | AutoBot s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pairs = []
+    for r in means:
+        if (r["model"], r["target"]) not in pairs:
+            pairs.append((r["model"], r["target"]))
+    for model, target in pairs:
+        auto = next((r for r in means if (r["model"], r["target"], r["method"], r["mode"])
+                     == (model, target, "autobot", "labels")), None)
+        cells = [acc(model, target, m, "labels") for m in ("autobot",) + BASELINES]
+        cells += [acc(model, target, "autobot", "no-recalibrate"),
+                  f"{acc(model, target, 'l1', 'no-recalibrate')} / "
+                  f"{acc(model, target, 'random', 'no-recalibrate')}",
+                  acc(model, target, "autobot", "distillation"),
+                  acc(model, target, "autobot", "data-free")]
+        cells += ([f"{auto['macs_ratio']:.4f}", f"{auto['seconds']:.0f}"] if auto else ["-", "-"])
+        before = auto["accuracy_before"] if auto else UNPRUNED.get(model)
+        lines.append(f"| {model} ({before:.1f}) | {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg,resnet,mobilenetv2")
@@ -277,6 +308,8 @@ def main(argv=None) -> int:
         "total_seconds": round(time.monotonic() - started, 1),
     }
     print(table(rows))
+    print()
+    print(summary_table(rows))
     failed = [c for c in result["acceptance"]["checks"] if not c["ok"]]
     print(f"\nacceptance: {'PASS' if result['acceptance']['ok'] else 'FAIL'}"
           + "".join(f"\n  failed: {c['model']} {c['target']} {c['check']} "
