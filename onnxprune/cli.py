@@ -11,6 +11,8 @@ import traceback
 import click
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.gates.config import CALIBRATION_SAMPLES
+from onnxprune.gates.config import GateConfig as _GATES
 
 EXIT_INTERNAL = 3
 
@@ -240,15 +242,15 @@ def _size(text):
 @click.option("--report", type=click.Path(), help="Write the JSON report here.")
 @click.option("--method", default="autobot", show_default=True,
               type=click.Choice(["autobot", "l1", "bn-scale", "random"]))
-@click.option("--beta", default=6.0, show_default=True, help="Weight of the FLOPs loss.")
-@click.option("--gamma", default=0.4, show_default=True, help="Weight of the bool loss.")
-@click.option("--lr", default=0.6, show_default=True, help="Adam learning rate of the gates.")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--iterations", default=200, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--beta", default=_GATES.beta, show_default=True, help="Weight of the FLOPs loss.")
+@click.option("--gamma", default=_GATES.gamma, show_default=True, help="Weight of the bool loss.")
+@click.option("--lr", default=_GATES.lr, show_default=True, help="Adam learning rate of the gates.")
+@click.option("--batch-size", default=_GATES.batch_size, show_default=True)
+@click.option("--iterations", default=_GATES.iterations, show_default=True)
+@click.option("--seed", default=_GATES.seed, show_default=True)
 @click.option("--recalibrate/--no-recalibrate", default=True, show_default=True,
               help="Refit the layers that read pruned channels (least squares).")
-@click.option("--calibration-samples", default=512, show_default=True,
+@click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True,
               help="Samples of --data used for the recalibration.")
 @click.option("--round-to", default=1, show_default=True,
               help="Kept channels per group in multiples of N.")
@@ -267,8 +269,9 @@ def _size(text):
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model, target, data, eval_data, output, report, method, beta, gamma, lr, batch_size,
-             iterations, seed, recalibrate, calibration_samples, round_to, fraction, limit, input_size, mean, std,
-             bench, provider, max_accuracy_drop, min_agreement, resume, force, quiet, as_json):
+             iterations, seed, recalibrate, calibration_samples, round_to, fraction, limit,
+             input_size, mean, std, bench, provider, max_accuracy_drop, min_agreement, resume,
+             force, quiet, as_json):
     """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""
     from pathlib import Path
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.gates.config import CALIBRATION_SAMPLES, GateConfig
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
 
 METHODS = ("autobot", "l1", "bn-scale", "random")
@@ -30,14 +31,14 @@ class CompressConfig:
     eval_data: str | None = None
     report: str | None = None
     method: str = "autobot"
-    beta: float = 6.0
-    gamma: float = 0.4
-    lr: float = 0.6
-    batch_size: int = 64
-    iterations: int = 200
-    seed: int = 0
+    beta: float = GateConfig.beta
+    gamma: float = GateConfig.gamma
+    lr: float = GateConfig.lr
+    batch_size: int = GateConfig.batch_size
+    iterations: int = GateConfig.iterations
+    seed: int = GateConfig.seed
     recalibrate: bool = True
-    calibration_samples: int = 512
+    calibration_samples: int = CALIBRATION_SAMPLES
     round_to: int = 1
     fraction: float | None = None
     limit: int | None = None
@@ -120,7 +121,7 @@ def _scores(config, model, analysis, x, y):
 
         scores, notes = baseline_scores(config.method, analysis, config.seed)
         return scores, notes, None
-    from onnxprune.gates.autobot import GateConfig, train_gates
+    from onnxprune.gates.autobot import train_gates
     from onnxprune.gates.checkpoint import Checkpointer
 
     gate_config = GateConfig(beta=config.beta, gamma=config.gamma, lr=config.lr,

@@ -156,41 +156,39 @@ def run_pair(model, target, args, wanted, tmp, labeled, unlabeled) -> list[dict]
     return rows
 
 
+def _key(row: dict) -> tuple:
+    return row["model"], row["target"], row["method"], row["mode"]
+
+
 def mean_rows(rows: list[dict]) -> list[dict]:
-    """One row per (model, target, method, mode): accuracy averaged over the seeds run."""
-    keys = []
-    for r in rows:
-        key = (r["model"], r["target"], r["method"], r["mode"])
-        if key not in keys:
-            keys.append(key)
-    means = []
-    for key in keys:
-        same = [r for r in rows if (r["model"], r["target"], r["method"], r["mode"]) == key]
-        means.append({"model": key[0], "target": key[1], "method": key[2], "mode": key[3],
-                      "seeds": [r["seed"] for r in same],
-                      "accuracy_before": same[0]["accuracy_before"],
-                      "accuracy_after": float(np.mean([r["accuracy_after"] for r in same])),
-                      "accuracy_after_each": [r["accuracy_after"] for r in same],
-                      "macs_ratio": float(np.mean([r["macs_ratio"] for r in same])),
-                      "seconds": float(np.mean([r["seconds"] for r in same]))})
-    return means
+    """One row per (model, target, method, mode), in first-seen order: accuracy averaged over
+    the seeds run, and whether every seed's MACs were within bounds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_key(row), []).append(row)
+    return [{"model": key[0], "target": key[1], "method": key[2], "mode": key[3],
+             "seeds": [r["seed"] for r in same],
+             "accuracy_before": same[0]["accuracy_before"],
+             "accuracy_after": float(np.mean([r["accuracy_after"] for r in same])),
+             "accuracy_after_each": [r["accuracy_after"] for r in same],
+             "macs_ratio": float(np.mean([r["macs_ratio"] for r in same])),
+             "macs_ok": all(r["macs_ok"] for r in same),
+             "seconds": float(np.mean([r["seconds"] for r in same]))}
+            for key, same in groups.items()]
 
 
 def acceptance(rows: list[dict], targets) -> dict:
     """On accuracy averaged over the seeds: AutoBot (labels, recalibrated) beats every baseline
     everywhere, and at 0.5 stays within 1.5 points; every single run's MACs within 0.5%."""
     checks = []
-    means = mean_rows(rows)
-    for model in sorted({r["model"] for r in means}):
+    means = {_key(r): r for r in mean_rows(rows)}
+    for model in sorted({key[0] for key in means}):
         for target in targets:
-            mine = [r for r in means if r["model"] == model and r["target"] == target]
-            auto = next((r for r in mine if r["method"] == "autobot" and r["mode"] == "labels"),
-                        None)
+            auto = means.get((model, target, "autobot", "labels"))
             if auto is None:
                 continue
             for base in BASELINES:
-                other = next((r for r in mine if r["method"] == base and r["mode"] == "labels"),
-                             None)
+                other = means.get((model, target, base, "labels"))
                 if other is not None:
                     checks.append({"model": model, "target": target, "check": f"beats {base}",
                                    "ok": auto["accuracy_after"] > other["accuracy_after"],
@@ -217,29 +215,24 @@ def table(rows: list[dict]) -> str:
         each = " / ".join(f"{a:.1f}" for a in r["accuracy_after_each"])
         lines.append(f"| {r['model']} | {r['target']} | {r['method']} | {r['mode']} | "
                      f"{r['accuracy_before']:.1f} → {r['accuracy_after']:.2f} | {each} | "
-                     f"{r['macs_ratio']:.4f} | {r['seconds']:.0f} |")
+                     f"{r['macs_ratio']:.4f}{'' if r['macs_ok'] else ' (!)'} | "
+                     f"{r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
 def summary_table(rows: list[dict]) -> str:
     """The README table: one line per model and target, accuracy means over the seeds."""
-    means = mean_rows(rows)
+    means = {_key(r): r for r in mean_rows(rows)}
 
     def acc(model, target, method, mode):
-        r = next((r for r in means if (r["model"], r["target"], r["method"], r["mode"])
-                  == (model, target, method, mode)), None)
+        r = means.get((model, target, method, mode))
         return "-" if r is None else f"{r['accuracy_after']:.2f}"
 
     lines = ["| model | target | AutoBot | L1 | bn-scale | random | AutoBot, no recal. | "
              "L1 / random, no recal. | distillation | data-free | AutoBot MACs | AutoBot s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    pairs = []
-    for r in means:
-        if (r["model"], r["target"]) not in pairs:
-            pairs.append((r["model"], r["target"]))
-    for model, target in pairs:
-        auto = next((r for r in means if (r["model"], r["target"], r["method"], r["mode"])
-                     == (model, target, "autobot", "labels")), None)
+    for model, target in dict.fromkeys(key[:2] for key in means):
+        auto = means.get((model, target, "autobot", "labels"))
         cells = [acc(model, target, m, "labels") for m in ("autobot",) + BASELINES]
         cells += [acc(model, target, "autobot", "no-recalibrate"),
                   f"{acc(model, target, 'l1', 'no-recalibrate')} / "

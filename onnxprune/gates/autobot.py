@@ -18,22 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from onnxprune.analysis.groups import ChannelAnalysis
+from onnxprune.gates.config import GateConfig
 from onnxprune.gates.executor import TorchGraph
 from onnxprune.select import MacCounter
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """AutoBot's settings; defaults from the paper (CIFAR-10)."""
-
-    beta: float = 6.0
-    gamma: float = 0.4
-    lr: float = 0.6
-    batch_size: int = 64
-    iterations: int = 200
-    init: float = 0.9
-    keep_best_after: float = 0.6
-    seed: int = 0
 
 
 @dataclass

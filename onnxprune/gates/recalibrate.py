@@ -255,8 +255,8 @@ def _fit_rows(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
 def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
                  out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int,
                  residual: tuple[str, str] | None = None):
-    """Least-squares weights/bias for ``node``, and the ridge used; None when its input
-    equals the original's.
+    """Least-squares weights/bias for ``node`` and how they were found (with the ridge); None
+    when its input equals the original's.
 
     With ``residual`` = (Add output, other Add input), the layer is fitted so that the *sum*
     matches the original's: target = original Add output − the pruned graph's other input.
@@ -282,7 +282,7 @@ def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray
     new_b = solved[..., -1].reshape(-1).numpy()
     if node.op_type == "Gemm" and not trans_b:
         new_w = new_w.T
-    return new_w, new_b, ridge
+    return new_w, new_b, {"how": "reconstruct", "ridge": ridge}
 
 
 def _set_bias(model, inits, node, name, values, dtype) -> None:
@@ -320,14 +320,16 @@ def _layer_params(node, inits, kept):
 
 
 def _match_stats(node, graph, original_graph, x, index, weight, bias, batch):
-    """Rescale each output channel to the original's mean/std; None when already matching."""
+    """Weights/bias rescaling each output channel to the original's mean/std, and how; None
+    when already matching."""
     name = node.output[0]
     mean_p, std_p = _channel_stats(graph, x, [name], batch)[name]
     mean_o, std_o = (s[index] for s in _channel_stats(original_graph, x, [name], batch)[name])
     ratio = np.where(std_p > _EPS, std_o / np.maximum(std_p, _EPS), 1.0)
     if np.allclose(ratio, 1.0, atol=1e-4) and np.allclose(mean_p, mean_o, atol=1e-5):
         return None
-    return weight * ratio.reshape(-1, *([1] * (weight.ndim - 1))), (bias - mean_p) * ratio + mean_o
+    return (weight * ratio.reshape(-1, *([1] * (weight.ndim - 1))),
+            (bias - mean_p) * ratio + mean_o, {"how": "stats"})
 
 
 def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarray,
@@ -357,7 +359,6 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
         if original_graph is None:
             original_graph = TorchGraph(original).float()
         graph = TorchGraph(model).float()
-        record = {"layer": node.name}
         if mode == "reconstruct" and _reconstructable(node, weight):
             if reference is None:
                 names = {n for layer in layers for n in (layer.input[0], layer.output[0])}
@@ -365,19 +366,15 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
                 reference = _Reference(original_graph, x, names, min(batch, 64))
             result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64),
                                   adds.get(node.output[0]) if RESIDUAL_TARGET else None)
-            if result is not None:
-                record.update(how="reconstruct", ridge=result[2])
-                result = result[:2]
         elif node.op_type == "Conv":
             result = _match_stats(node, graph, original_graph, x, index, weight, bias, batch)
-            record["how"] = "stats"
         else:
             result = None
         if result is None:
             continue
-        new_weight, new_bias = result
+        new_weight, new_bias, how = result
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_weight.astype(dtype),
                                                               node.input[1]))
         _set_bias(model, inits, node, node.output[0], new_bias, dtype)
-        records.append(record)
+        records.append({"layer": node.name, **how})
     return model, records

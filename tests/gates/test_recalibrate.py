@@ -143,7 +143,7 @@ def test_one_calibration_batch_falls_back_to_the_default_ridge():
     assert choose_ridge(folds, torch.zeros(1, 5, 2, dtype=torch.float64)) == RIDGE
 
 
-def test_weights_changed_by_reconstruction_are_the_kept_layers_only(setting):
+def test_a_layer_whose_input_is_unchanged_is_left_alone(setting):
     model, pruned, kept, calibration, _ = setting
     fixed, _ = recalibrate(model, pruned, calibration, kept)
     first_conv = next(n for n in pruned.graph.node if n.op_type == "Conv")

@@ -1,0 +1,23 @@
+"""AutoBot's settings, without torch, so that the CLI and ``CompressConfig`` take their
+defaults from this one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """AutoBot's settings; defaults from the paper (CIFAR-10)."""
+
+    beta: float = 6.0
+    gamma: float = 0.4
+    lr: float = 0.6
+    batch_size: int = 64
+    iterations: int = 200
+    init: float = 0.9
+    keep_best_after: float = 0.6
+    seed: int = 0
+
+
+CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selection
