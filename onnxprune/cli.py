@@ -11,7 +11,7 @@ import traceback
 import click
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.gates.config import CALIBRATION_SAMPLES
+from onnxprune.gates.config import CALIBRATION_SAMPLES, RECALIBRATION_MODES
 from onnxprune.gates.config import GateConfig as _GATES
 
 EXIT_INTERNAL = 3
@@ -249,7 +249,11 @@ def _size(text):
 @click.option("--iterations", default=_GATES.iterations, show_default=True)
 @click.option("--seed", default=_GATES.seed, show_default=True)
 @click.option("--recalibrate/--no-recalibrate", default=True, show_default=True,
-              help="Refit the layers that read pruned channels (least squares).")
+              help="Correct the layers that read pruned channels.")
+@click.option("--recalibration", default=RECALIBRATION_MODES[0], show_default=True,
+              type=click.Choice(RECALIBRATION_MODES),
+              help="reconstruct: least-squares refit of each layer; stats: match each kept "
+                   "channel's mean and std (adaptive BN).")
 @click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True,
               help="Samples of --data used for the recalibration.")
 @click.option("--round-to", default=1, show_default=True,
@@ -269,7 +273,7 @@ def _size(text):
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model, target, data, eval_data, output, report, method, beta, gamma, lr, batch_size,
-             iterations, seed, recalibrate, calibration_samples, round_to, fraction, limit,
+             iterations, seed, recalibrate, recalibration, calibration_samples, round_to, fraction, limit,
              input_size, mean, std, bench, provider, max_accuracy_drop, min_agreement, resume,
              force, quiet, as_json):
     """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""
@@ -282,7 +286,7 @@ def compress(model, target, data, eval_data, output, report, method, beta, gamma
     config = CompressConfig(
         model=model, output=output, target=target, data=data, eval_data=eval_data,
         report=report, method=method, beta=beta, gamma=gamma, lr=lr, batch_size=batch_size,
-        iterations=iterations, seed=seed, recalibrate=recalibrate,
+        iterations=iterations, seed=seed, recalibrate=recalibrate, recalibration=recalibration,
         calibration_samples=calibration_samples, round_to=round_to,
         fraction=fraction, limit=limit, input_size=_size(input_size), mean=_floats(mean),
         std=_floats(std), bench=bench, provider=provider, resume=resume, force=force,

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.gates.config import CALIBRATION_SAMPLES, GateConfig
+from onnxprune.gates.config import CALIBRATION_SAMPLES, RECALIBRATION_MODES, GateConfig
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
 
 METHODS = ("autobot", "l1", "bn-scale", "random")
@@ -38,6 +38,7 @@ class CompressConfig:
     iterations: int = GateConfig.iterations
     seed: int = GateConfig.seed
     recalibrate: bool = True
+    recalibration: str = RECALIBRATION_MODES[0]
     calibration_samples: int = CALIBRATION_SAMPLES
     round_to: int = 1
     fraction: float | None = None
@@ -62,6 +63,8 @@ def _log(config: CompressConfig, message: str) -> None:
 def _check_config(config: CompressConfig) -> None:
     if config.method not in METHODS:
         raise OnnxPruneError(f"--method must be one of {', '.join(METHODS)}")
+    if config.recalibration not in RECALIBRATION_MODES:
+        raise OnnxPruneError(f"--recalibration must be one of {', '.join(RECALIBRATION_MODES)}")
     if not 0.0 < config.target <= 1.0:
         raise OnnxPruneError(f"--target must be in (0, 1], got {config.target}")
     if min(config.iterations, config.batch_size, config.round_to,
@@ -197,7 +200,8 @@ def compress(config: CompressConfig) -> dict:
 
         pick = np.random.default_rng(config.seed).permutation(len(x))[:config.calibration_samples]
         pruned, recalibrated = recalibrate(model, pruned, x[np.sort(pick)],
-                                           kept_channels(analysis, selection.keep))
+                                           kept_channels(analysis, selection.keep),
+                                           mode=config.recalibration)
     report = _report(config, model, pruned, analysis, selection, mode, notes, training,
                      recalibrated, count_macs, count_params)
     report["validation"] = _validate(config, model, pruned, held_out, train, x)

@@ -11,11 +11,12 @@ def _row(method, after, seed, target=0.5, mode="labels", macs_ok=True):
             "macs_ok": macs_ok, "seconds": 1.0}
 
 
-def _rows(autobot, random, macs_ok=True):
+def _rows(autobot, random, macs_ok=True, mode="labels"):
     rows = []
     for seed, (a, r) in enumerate(zip(autobot, random)):
-        rows += [_row("autobot", a, seed, macs_ok=macs_ok), _row("random", r, seed),
-                 _row("l1", 90.0, seed), _row("bn-scale", 90.0, seed)]
+        rows += [_row("autobot", a, seed, mode=mode, macs_ok=macs_ok),
+                 _row("random", r, seed, mode=mode), _row("l1", 90.0, seed, mode=mode),
+                 _row("bn-scale", 90.0, seed, mode=mode)]
     return rows
 
 
@@ -46,6 +47,21 @@ def test_a_single_run_off_its_mac_target_fails_the_verdict():
 
 
 def test_the_summary_table_shows_seed_means():
-    table = bench_autobot.summary_table(_rows([98.0, 99.0], [97.0, 98.0]))
-    line = table.splitlines()[2]
-    assert line.startswith("| vgg (99.0) | 0.5 | 98.50 | 90.00 | 90.00 | 97.50 |")
+    rows = _rows([98.0, 99.0], [97.0, 98.0]) + _rows([95.0, 96.0], [80.0, 81.0], mode="stats")
+    line = bench_autobot.summary_table(rows).splitlines()[2]
+    assert line.startswith("| vgg (99.0) | 0.5 | 98.50 | 90.00 | 90.00 | 97.50 | - | - / - | "
+                           "95.50 / 90.00 / 80.50 |")
+
+
+def test_each_recalibration_is_judged_on_its_own():
+    # reconstruct: AutoBot loses to random; stats: AutoBot wins but misses the 0.5 bar
+    rows = _rows([98.0] * 2, [98.5] * 2) + _rows([96.0] * 2, [80.0] * 2, mode="stats")
+    verdict = bench_autobot.acceptance(rows, [0.5])
+    assert verdict["by_recalibration"] == {"reconstruct": False, "stats": False}
+    assert not verdict["ok"]
+    failed = sorted((c["recalibration"], c["check"]) for c in verdict["checks"] if not c["ok"])
+    assert failed == [("reconstruct", "beats random"), ("stats", "within 1.5 points of unpruned")]
+    # one setting passing everything passes the verdict, and says which
+    rows = _rows([98.0] * 2, [98.5] * 2) + _rows([98.0] * 2, [80.0] * 2, mode="stats")
+    verdict = bench_autobot.acceptance(rows, [0.5])
+    assert verdict["ok"] and verdict["by_recalibration"] == {"reconstruct": False, "stats": True}

@@ -123,6 +123,27 @@ def test_calibration_samples_reach_the_recalibration(tmp_path, small_data):
     assert all(r["how"] == "reconstruct" and r["ridge"] > 0 for r in layers)
 
 
+def test_recalibration_mode_stats_matches_channel_statistics(tmp_path, small_data):
+    runner = CliRunner()
+    args = ["compress", str(VGG), "--data", str(small_data[0]), "--method", "l1", "--quiet"]
+    result = runner.invoke(main, [*args, "-o", str(tmp_path / "o.onnx"),
+                                  "--recalibration", "bogus"])
+    assert result.exit_code == 2 and "--recalibration" in result.output
+    assert not (tmp_path / "o.onnx").exists()
+    outputs = {}
+    for mode in ("stats", "reconstruct"):
+        report = tmp_path / f"{mode}.json"
+        result = runner.invoke(main, [*args, "-o", str(tmp_path / f"{mode}.onnx"),
+                                      "--recalibration", mode, "--report", str(report)])
+        assert result.exit_code == 0, result.output
+        written = json.loads(report.read_text())
+        assert written["settings"]["recalibration"] == mode
+        outputs[mode] = written["recalibration"]
+    # stats mode corrects only convs (scale and bias per channel); reconstruct also refits Gemm
+    assert outputs["stats"] and all(r["how"] == "stats" for r in outputs["stats"])
+    assert {r["layer"] for r in outputs["stats"]} < {r["layer"] for r in outputs["reconstruct"]}
+
+
 def test_accuracy_threshold_failure_exits_1(tmp_path, small_data):
     eval_data = small_data[0].parent / "test.npz"
     runner = CliRunner()

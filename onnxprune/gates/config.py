@@ -21,3 +21,4 @@ class GateConfig:
 
 
 CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selection
+RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching

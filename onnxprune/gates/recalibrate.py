@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
+from onnxprune.gates.config import RECALIBRATION_MODES
 from onnxprune.gates.executor import TorchGraph
 
 _EPS = 1e-6
@@ -342,7 +343,7 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     index of each of its channels (a layer output not listed keeps all its channels).
     ``mode`` is ``"reconstruct"`` (least squares, stats as fallback) or ``"stats"``.
     """
-    if mode not in ("reconstruct", "stats"):
+    if mode not in RECALIBRATION_MODES:
         raise ValueError(f"unknown recalibration mode {mode!r}")
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
