@@ -26,9 +26,9 @@ Two corrections, per layer:
   training data could not show; cross-validation picks ρ 0.1–10 there and 1e-4–1e-3 for the
   convs. Effect on held-out MNIST (VGG, target 0.25, seed 0): AutoBot 97.0 → 98.0%, random
   98.0 → 98.4%. Results per model: ``tools/bench_autobot.py`` and benchmarks/autobot.json.
-* ``"stats"`` (adaptive-BN / EagleEye style, and the fallback for convs the reconstruction does
-  not handle: auto_pad, not 2-D): rescale each kept output channel so that its per-channel mean
-  and std match the original's: ``y' = (y - μ_p) · σ_o/σ_p + μ_o``.
+* ``"stats"`` (adaptive-BN / EagleEye style, for convs and Gemms; also the fallback for convs the
+  reconstruction does not handle: auto_pad, not 2-D): rescale each kept output channel so that
+  its per-channel mean and std match the original's: ``y' = (y - μ_p) · σ_o/σ_p + μ_o``.
 """
 
 from __future__ import annotations
@@ -298,16 +298,20 @@ def _set_bias(model, inits, node, name, values, dtype) -> None:
     inits[bias_name] = model.graph.initializer[-1]
 
 
+def _out_axis(node: onnx.NodeProto) -> int:
+    """The weight axis of the output channels: 0 for Conv and Gemm(transB=1), else 1."""
+    if node.op_type == "Gemm" and not int(_attrs(node).get("transB", 0)):
+        return 1
+    return 0
+
+
 def _layer_params(node, inits, kept):
     """(weight, bias, dtype, original indices of its output channels) as float64, or None
     when the layer's shapes do not line up with ``kept``."""
     weight = numpy_helper.to_array(inits[node.input[1]])
     dtype = weight.dtype
     weight = weight.astype(np.float64)
-    out_axis = 0
-    if node.op_type == "Gemm":
-        out_axis = 0 if int(_attrs(node).get("transB", 0)) else 1
-    channels = weight.shape[out_axis]
+    channels = weight.shape[_out_axis(node)]
     name = node.output[0]
     index = np.asarray(kept[name]) if name in kept else np.arange(channels)
     if len(index) != channels:
@@ -329,8 +333,9 @@ def _match_stats(node, graph, original_graph, x, index, weight, bias, batch):
     ratio = np.where(std_p > _EPS, std_o / np.maximum(std_p, _EPS), 1.0)
     if np.allclose(ratio, 1.0, atol=1e-4) and np.allclose(mean_p, mean_o, atol=1e-5):
         return None
-    return (weight * ratio.reshape(-1, *([1] * (weight.ndim - 1))),
-            (bias - mean_p) * ratio + mean_o, {"how": "stats"})
+    shape = [1] * weight.ndim
+    shape[_out_axis(node)] = -1
+    return weight * ratio.reshape(shape), (bias - mean_p) * ratio + mean_o, {"how": "stats"}
 
 
 def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarray,
@@ -367,7 +372,7 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
                 reference = _Reference(original_graph, x, names, min(batch, 64))
             result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64),
                                   adds.get(node.output[0]) if RESIDUAL_TARGET else None)
-        elif node.op_type == "Conv":
+        elif node.op_type == "Conv" or _reconstructable(node, weight):  # plain Gemm too
             result = _match_stats(node, graph, original_graph, x, index, weight, bias, batch)
         else:
             result = None

@@ -77,19 +77,21 @@ def test_recalibration_leaves_its_input_model_alone(setting):
 def test_stats_mode_matches_each_channel_mean_and_std(setting):
     model, pruned, kept, calibration, _ = setting
     fixed, records = recalibrate(model, pruned, calibration, kept, mode="stats")
-    conv2 = [n for n in model.graph.node if n.op_type == "Conv"][1]
-    assert [r["how"] for r in records] == ["stats"]
-    name = conv2.output[0]
+    conv2, gemm = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")][1:]
+    assert [(r["layer"], r["how"]) for r in records] == [(conv2.name, "stats"),
+                                                         (gemm.name, "stats")]
+    for node, channels in ((conv2, 6), (gemm, 4)):
+        name = node.output[0]
 
-    def stats(m):
-        _, got = TorchGraph(m).forward_with(torch.as_tensor(calibration), {name})
-        t = got[name].double().transpose(0, 1).reshape(6, -1)
-        return t.mean(1).numpy(), t.std(1, unbiased=False).numpy()
+        def stats(m):
+            _, got = TorchGraph(m).forward_with(torch.as_tensor(calibration), {name})
+            t = got[name].double().transpose(0, 1).reshape(channels, -1)
+            return t.mean(1).numpy(), t.std(1, unbiased=False).numpy()
 
-    (mean_o, std_o), (mean_p, std_p), (mean_f, std_f) = stats(model), stats(pruned), stats(fixed)
-    assert not np.allclose(mean_p, mean_o, atol=1e-3)  # pruning did shift them
-    np.testing.assert_allclose(mean_f, mean_o, atol=1e-4)
-    np.testing.assert_allclose(std_f, std_o, rtol=1e-4)
+        (mean_o, std_o), (mean_p, _), (mean_f, std_f) = stats(model), stats(pruned), stats(fixed)
+        assert not np.allclose(mean_p, mean_o, atol=1e-3)  # pruning did shift them
+        np.testing.assert_allclose(mean_f, mean_o, atol=1e-4)
+        np.testing.assert_allclose(std_f, std_o, rtol=1e-4)
 
 
 def _folds(x: np.ndarray, y: np.ndarray) -> tuple[_Normal, _Normal]:
