@@ -11,7 +11,7 @@ import traceback
 import click
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.gates.config import CALIBRATION_SAMPLES, RECALIBRATION_MODES
+from onnxprune.gates.config import CALIBRATION_SAMPLES, METHODS, RECALIBRATION_MODES
 from onnxprune.gates.config import GateConfig as _GATES
 
 EXIT_INTERNAL = 3
@@ -241,7 +241,7 @@ def _size(text):
 @click.option("-o", "--output", type=click.Path(), help="Output model [MODEL_pruned.onnx].")
 @click.option("--report", type=click.Path(), help="Write the JSON report here.")
 @click.option("--method", default="autobot", show_default=True,
-              type=click.Choice(["autobot", "l1", "bn-scale", "random"]))
+              type=click.Choice(METHODS))
 @click.option("--beta", default=_GATES.beta, show_default=True, help="Weight of the FLOPs loss.")
 @click.option("--gamma", default=_GATES.gamma, show_default=True, help="Weight of the bool loss.")
 @click.option("--lr", default=_GATES.lr, show_default=True, help="Adam learning rate of the gates.")
@@ -273,9 +273,9 @@ def _size(text):
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model, target, data, eval_data, output, report, method, beta, gamma, lr, batch_size,
-             iterations, seed, recalibrate, recalibration, calibration_samples, round_to, fraction, limit,
-             input_size, mean, std, bench, provider, max_accuracy_drop, min_agreement, resume,
-             force, quiet, as_json):
+             iterations, seed, recalibrate, recalibration, calibration_samples, round_to,
+             fraction, limit, input_size, mean, std, bench, provider, max_accuracy_drop,
+             min_agreement, resume, force, quiet, as_json):
     """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""
     from pathlib import Path
 

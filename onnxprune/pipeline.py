@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.gates.config import CALIBRATION_SAMPLES, RECALIBRATION_MODES, GateConfig
+from onnxprune.gates.config import (CALIBRATION_SAMPLES, METHODS, RECALIBRATION_MODES,
+                                     GateConfig)
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
 
-METHODS = ("autobot", "l1", "bn-scale", "random")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""AutoBot's settings, without torch, so that the CLI and ``CompressConfig`` take their
-defaults from this one place."""
+"""AutoBot's settings and the choices of ``compress``, without torch, so that the CLI and
+``CompressConfig`` take their defaults from this one place."""
 
 from __future__ import annotations
 
@@ -20,5 +20,6 @@ class GateConfig:
     seed: int = 0
 
 
+METHODS = ("autobot", "l1", "bn-scale", "random")  # how channels are scored
 CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selection
 RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching

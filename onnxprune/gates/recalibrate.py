@@ -47,7 +47,6 @@ from onnxprune.gates.executor import TorchGraph
 _EPS = 1e-6
 RIDGE = 1e-3  # ρ as a fraction of mean(diag(XᵀX)) when cross-validation is impossible
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ρ candidates, chosen per layer by 2-fold CV
-RESIDUAL_TARGET = True  # fit a layer that feeds a residual Add to the Add's original output
 _MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations
 
 
@@ -324,12 +323,12 @@ def _layer_params(node, inits, kept):
     return weight, bias, dtype, index
 
 
-def _match_stats(node, graph, original_graph, x, index, weight, bias, batch):
-    """Weights/bias rescaling each output channel to the original's mean/std, and how; None
-    when already matching."""
+def _match_stats(node, graph, original_stats, x, index, weight, bias, batch):
+    """Weights/bias rescaling each output channel to the original's mean/std (from
+    ``original_stats``), and how; None when already matching."""
     name = node.output[0]
     mean_p, std_p = _channel_stats(graph, x, [name], batch)[name]
-    mean_o, std_o = (s[index] for s in _channel_stats(original_graph, x, [name], batch)[name])
+    mean_o, std_o = (s[index] for s in original_stats[name])
     ratio = np.where(std_p > _EPS, std_o / np.maximum(std_p, _EPS), 1.0)
     if np.allclose(ratio, 1.0, atol=1e-4) and np.allclose(mean_p, mean_o, atol=1e-5):
         return None
@@ -353,7 +352,7 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
     inits = {t.name: t for t in model.graph.initializer}
-    original_graph = reference = None
+    original_graph = reference = original_stats = None
     records = []
     layers = _layers(model)
     adds = _residual_adds(model)
@@ -371,9 +370,12 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
                 names |= {adds[n][0] for n in names if n in adds}
                 reference = _Reference(original_graph, x, names, min(batch, 64))
             result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64),
-                                  adds.get(node.output[0]) if RESIDUAL_TARGET else None)
+                                  adds.get(node.output[0]))
         elif node.op_type == "Conv" or _reconstructable(node, weight):  # plain Gemm too
-            result = _match_stats(node, graph, original_graph, x, index, weight, bias, batch)
+            if original_stats is None:  # every layer's, in one pass over the original
+                original_stats = _channel_stats(original_graph, x,
+                                                [layer.output[0] for layer in layers], batch)
+            result = _match_stats(node, graph, original_stats, x, index, weight, bias, batch)
         else:
             result = None
         if result is None:
