@@ -426,3 +426,4 @@ def _range(spec):
 
 
 from onnxprune.gates import torch_ops_nn  # noqa: E402,F401  (registers the nn ops)
+from onnxprune.gates import torch_ops_more  # noqa: E402,F401  (registers the remaining ruled ops)
