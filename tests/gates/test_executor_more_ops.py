@@ -160,7 +160,8 @@ _POOLING = {
     "GlobalLpPool-p3": lambda: one("GlobalLpPool", {"x": rand(2, 3, 5)}, p=3),
     "MaxRoiPool": lambda: one("MaxRoiPool", {"x": rand(2, 3, 6, 6)}, {"r": ROIS},
                               pooled_shape=[2, 3]),
-    "MaxRoiPool-scale": lambda: one("MaxRoiPool", {"x": rand(2, 3, 6, 6), "r": ROIS * np.float32([1, 2, 2, 2, 2])},
+    "MaxRoiPool-scale": lambda: one("MaxRoiPool", {"x": rand(2, 3, 6, 6),
+                                                   "r": ROIS * np.float32([1, 2, 2, 2, 2])},
                                     pooled_shape=[3, 3], spatial_scale=0.5),
 }
 
