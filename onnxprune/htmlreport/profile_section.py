@@ -10,6 +10,7 @@ from onnxprune.htmlreport.html import bullet_list, details, figure, paragraph, s
 from onnxprune.htmlreport.svg import short_name
 
 _TOP_LAYERS = 5
+_TOP_CHANGES = 10
 
 
 def _us(value) -> str:
@@ -82,6 +83,14 @@ def _layer_findings(comparison: dict) -> str:
         parts.append(paragraph(f"{len(worse)} layer(s) run slower than their MAC ratio (by more "
                                f"than {100 * comparison.get('margin', 0):.0f}%); the largest:"))
         parts.append(bullet_list(items))
+    changes = comparison.get("kernel_changes") or []
+    if changes:
+        items = [f"{short_name(c['layer'])}: {c['original_op']} → {c['pruned_op']}"
+                 for c in changes[:_TOP_CHANGES]]
+        more = len(changes) - len(items)
+        parts.append(paragraph(f"{len(changes)} layer(s) run on another onnxruntime kernel in "
+                               f"the pruned model:") + bullet_list(
+            items + ([f"and {more} more"] if more > 0 else [])))
     if new:
         parts.append(paragraph("Nodes that onnxruntime runs only in the pruned model: "
                                + ", ".join(new) + "."))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from onnxprune.htmlreport import charts
 from onnxprune.htmlreport.facts import (SHOWN_KEYS, error_rows, frac, info_rows, is_number, ms,
                                         summary_rows, times)
-from onnxprune.htmlreport.html import (as_json, bullet_list, details, esc, figure, key_values,
+from onnxprune.htmlreport.html import (as_json, bullet_list, details, figure, key_values,
                                        paragraph, section, table)
 from onnxprune.report import human
 
@@ -81,9 +81,11 @@ def barriers_section(report: dict, analysis: dict | None) -> str:
     total, prunable = original.get("macs"), original.get("prunable_macs")
     if is_number(total) and is_number(prunable) and total:
         held = total - prunable
-        parts.append(paragraph(f"Barriers and other unprunable channels hold back {human(held)} "
-                               f"of {human(total)} MACs ({frac(held / total)}): those MACs "
-                               f"cannot shrink whatever the target.", "share"))
+        parts.append(paragraph(
+            f"Barriers and other unprunable channels hold back {human(held)} of {human(total)} "
+            f"MACs ({frac(held / total)}): those MACs cannot shrink whatever the target." if held
+            else f"No MAC is held back: all {human(total)} MACs sit in prunable channels.",
+            "share"))
     if barriers:
         parts.append(table(["op", "node", "reason"],
                            [[b.get("op"), b.get("node"), b.get("reason")] for b in barriers],
@@ -131,7 +133,8 @@ def latency_section(report: dict) -> str:
                          times(speed), times(model.get("mac_ratio"))])
     machine = bench.get("machine") or {}
     where = (f"{bench.get('provider', '?')}, {machine.get('cpu', '?')} "
-             f"({machine.get('cpu_count', '?')} cores), onnxruntime {bench.get('onnxruntime', '?')}")
+             f"({machine.get('cpu_count', '?')} cores), "
+             f"onnxruntime {bench.get('onnxruntime', '?')}")
     return section("latency", "Latency", paragraph(
         f"Measured in ONNX Runtime on {where}; runs interleaved after warm-up. The MAC ratio is "
         f"the speedup the MACs alone would predict."),
@@ -145,8 +148,8 @@ def latency_section(report: dict) -> str:
 def settings_section(report: dict) -> str:
     parts = []
     if isinstance(report.get("settings"), dict):
-        parts.append(key_values([(str(k), "" if v is None else str(v))
-                                 for k, v in report["settings"].items()]))
+        parts.append(details(f"All {len(report['settings'])} settings of the run", key_values(
+            [(str(k), "" if v is None else str(v)) for k, v in report["settings"].items()])))
     if report.get("recalibration"):
         parts.append(details(f"Recalibration ({len(report['recalibration'])} layers)",
                              _records(report["recalibration"])))

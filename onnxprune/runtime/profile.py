@@ -47,6 +47,9 @@ _DEFAULT_WARMUP = 5
 # A layer is worse than its MAC ratio when its time ratio exceeds the MAC ratio by more than this
 # fraction: node times are whole microseconds, so tiny layers carry that much noise.
 MARGIN = 0.1
+# An op named for its grown time must hold at least this share of the gap (a 1 µs op that took
+# 2 µs once is noise, not a finding).
+MIN_SHARE = 0.02
 
 
 def profile_models(models, provider: str = "cpu", batch: int = 1, runs: int = 20,
@@ -63,9 +66,11 @@ def profile_models(models, provider: str = "cpu", batch: int = 1, runs: int = 20
     loaded = [model_proto(m) for m in models]
     protos = [_named(proto) for proto, _, _ in loaded]
     labels = list(names) if names else [label for _, label, _ in loaded]
+    # over 2 GB a model is read from its (already checked) path, unless it had to be renamed
+    paths = [path if named is proto else None for named, (proto, _, path) in zip(protos, loaded)]
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:
-        traces, used = _run_profiled(protos, labels, provider, batch, runs + warmup, threads,
-                                     Path(folder))
+        traces, used = _run_profiled(protos, paths, labels, provider, batch, runs + warmup,
+                                     threads, Path(folder))
     entries = [_model_entry(label, proto, trace, warmup)
                for label, proto, trace in zip(labels, protos, traces)]
     result = {"onnxruntime": ort_version(), "provider": used, "batch": int(batch),
@@ -87,18 +92,19 @@ def _named(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _run_profiled(protos, labels, provider, batch, total_runs, threads, folder: Path):
+def _run_profiled(protos, paths, labels, provider, batch, total_runs, threads, folder: Path):
     """Interleaved profiled runs of every model; each model's trace events and the provider."""
     from onnxprune.runtime.bench import random_inputs
-    from onnxprune.runtime.session import RuntimeSession, create_session
+    from onnxprune.runtime.session import RuntimeSession, _session_source, create_session
 
     checked = [create_session(p, provider, threads, n) for p, n in zip(protos, labels)]
     used = {rs.provider for rs in checked}
     if len(used) != 1:
         raise OnnxPruneError(f"sessions ran on different providers ({', '.join(sorted(used))}); "
                              f"refusing to compare")
-    sessions = [_profiling_session(p, rs, threads, folder / f"model{i}")
-                for i, (p, rs) in enumerate(zip(protos, checked))]
+    sessions = [_profiling_session(_session_source(p, path, rs.name), rs, threads,
+                                   folder / f"model{i}")
+                for i, (p, path, rs) in enumerate(zip(protos, paths, checked))]
     wrapped = [RuntimeSession(s, rs.provider, rs.providers, rs.requested, rs.name)
                for s, rs in zip(sessions, checked)]
     feeds = [random_inputs(rs, batch) for rs in wrapped]
@@ -117,7 +123,8 @@ def _run_profiled(protos, labels, provider, batch, total_runs, threads, folder: 
     return traces, used.pop()
 
 
-def _profiling_session(proto: onnx.ModelProto, checked, threads, prefix: Path):
+def _profiling_session(source, checked, threads, prefix: Path):
+    """A session like ``checked`` (same providers) that writes a profile under ``prefix``."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -126,8 +133,7 @@ def _profiling_session(proto: onnx.ModelProto, checked, threads, prefix: Path):
     options.profile_file_prefix = str(prefix)
     if threads is not None:
         options.intra_op_num_threads = int(threads)
-    return onnxruntime.InferenceSession(proto.SerializeToString(), options,
-                                        providers=list(checked.providers))
+    return onnxruntime.InferenceSession(source, options, providers=list(checked.providers))
 
 
 def parse_trace(events: list[dict], warmup: int = 0) -> tuple[list[dict], float | None]:
@@ -166,9 +172,10 @@ def _run_index(ts: float, windows, starts) -> int | None:
 def layer_resolver(model: onnx.ModelProto):
     """A function from a profiled node name to the original node it computes (or None).
 
-    An exact node name is that node (``fused NAME``: the conv or gemm NAME). onnxruntime names a fused node after the output tensor of
-    its last fused op, with a suffix (``_nchwc``); such a name leads to the tensor's producer and
-    from there back through fusable ops (activations, Add, ...) to the conv or gemm they follow.
+    An exact node name is that node (``fused NAME``: the conv or gemm NAME). onnxruntime
+    names a fused node after the output tensor of its last fused op, with a suffix
+    (``_nchwc``); such a name leads to the tensor's producer and from there back through
+    fusable ops (activations, Add, ...) to the conv or gemm they follow.
     """
     nodes = {n.name: n for n in model.graph.node}
     producer = {out: n for n in model.graph.node for out in n.output}
@@ -267,9 +274,25 @@ def compare_profiles(original: dict, pruned: dict, margin: float = MARGIN) -> di
         "time_ratio": _ratio(totals[1], totals[0]),
         "gap_us": totals[1] - f * totals[0], "ops": sorted(ops, key=lambda r: -r["excess_us"]),
         "layers": layers, "nodes": nodes, "margin": margin,
+        "kernel_changes": kernel_changes(original, pruned),
     }
     comparison["gap"] = explain_gap(comparison)
     return comparison
+
+
+def kernel_changes(original: dict, pruned: dict) -> list[dict]:
+    """Layers with MACs that run as another op type in the pruned model than in the original
+    (e.g. an NCHWc ``Conv`` that became a ``FusedConv``): ``{layer, original_op, pruned_op}``."""
+    def op_of(entry: dict) -> dict[str, str]:
+        ops: dict[str, str] = {}
+        for node in entry["nodes"]:
+            if node["layer"] and entry["layers"].get(node["layer"], {}).get("macs"):
+                ops.setdefault(node["layer"], node["op"])
+        return ops
+
+    before, after = op_of(original), op_of(pruned)
+    return [{"layer": layer, "original_op": before[layer], "pruned_op": op}
+            for layer, op in after.items() if layer in before and before[layer] != op]
 
 
 def _op_row(op: str, before: dict | None, after: dict | None, f: float, totals) -> dict:
@@ -302,7 +325,8 @@ def explain_gap(comparison: dict, cover: float = 0.8) -> dict:
     They are the ops with the largest positive ``excess_us``, taken in order until they cover
     ``cover`` of the summed positive excess, and then every other op whose time grew (by more
     than the comparison's ``margin``) or that runs only in the pruned model, such as a layout
-    conversion onnxruntime inserted; each gets a one-line ``reason``. With no gap (the pruned
+    conversion onnxruntime inserted, and holds at least ``MIN_SHARE`` of the gap; each gets a
+    one-line ``reason``. With no gap (the pruned
     model is as fast as its MAC ratio predicts, or faster) ``culprits`` is empty.
     """
     gap = comparison["gap_us"]
@@ -312,25 +336,35 @@ def explain_gap(comparison: dict, cover: float = 0.8) -> dict:
     total = sum(r["excess_us"] for r in positive)
     culprits, covered = [], 0.0
     for row in positive if gap > 0 else []:
-        grew = row["time_ratio"] is None or row["time_ratio"] > 1.0 + margin
+        grew = ((row["time_ratio"] is None or row["time_ratio"] > 1.0 + margin)
+                and row["excess_us"] >= MIN_SHARE * gap)
         if covered < cover * total or grew:
             culprits.append({**row, "share_of_gap": row["excess_us"] / gap,
-                             "reason": gap_reason(row)})
+                             "reason": gap_reason(row, comparison.get("kernel_changes", []))})
             covered += row["excess_us"]
     return {"gap_us": gap, "speedup": comparison["speedup"],
             "mac_speedup": comparison["mac_speedup"], "culprits": culprits}
 
 
-def gap_reason(row: dict) -> str:
-    """Why one op type's time did not shrink with the MACs, in words."""
+def gap_reason(row: dict, changes: list[dict] = ()) -> str:
+    """Why one op type's time did not shrink with the MACs, in words; ``changes`` are the
+    comparison's ``kernel_changes``."""
     if row["op"] == OVERHEAD:
         return ("per-run work outside the kernels (session, executor, allocations), which does "
                 "not shrink with the MACs")
     if not row["original_us"]:
+        moved = [c for c in changes if c["pruned_op"] == row["op"]]
+        if moved:
+            was = ", ".join(sorted({c["original_op"] for c in moved}))
+            return (f"runs only in the pruned model: {len(moved)} layer(s) that ran as {was} in "
+                    f"the original run as {row['op']}, another onnxruntime kernel "
+                    f"({100 * row['share_pruned']:.0f}% of the pruned run)")
         return "runs only in the pruned model (onnxruntime inserted it for the new shapes)"
     share = (f"its share of the run went from {100 * row['share_original']:.0f}% to "
              f"{100 * row['share_pruned']:.0f}%")
+    ratio = row["time_ratio"]
+    went = (f"its time grew to {100 * ratio:.0f}% of the original" if ratio > 1.0 else
+            f"its time fell only to {100 * ratio:.0f}%")
     if row["mac_ratio"] is not None:
-        return (f"its time fell only to {100 * row['time_ratio']:.0f}% while its MACs fell to "
-                f"{100 * row['mac_ratio']:.0f}%; {share}")
-    return f"does no MACs and its time fell only to {100 * row['time_ratio']:.0f}%; {share}"
+        return f"{went} while its MACs fell to {100 * row['mac_ratio']:.0f}%; {share}"
+    return f"does no MACs and {went}; {share}"

@@ -10,8 +10,8 @@ import pytest
 import onnxprune
 from onnxprune.analysis.summary import count_macs, summarize
 from onnxprune.errors import OnnxPruneError
-from onnxprune.runtime.profile import (OVERHEAD, compare_profiles, explain_gap, layer_resolver,
-                                       parse_trace, profile_models)
+from onnxprune.runtime.profile import (OVERHEAD, compare_profiles, explain_gap, kernel_changes,
+                                       layer_resolver, parse_trace, profile_models)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,8 @@ def test_layer_resolver_maps_fused_nodes_to_their_conv(resnet):
     assert resolve(relu.output[0] + "_nchwc") == convs[1].name  # Conv+Relu named after the Relu
     assert resolve(convs[2].output[0] + "_nchwc") == convs[2].name
     add = next(n for n in model.graph.node if n.op_type == "Add")
-    after_add = next(n for n in model.graph.node if n.op_type == "Relu" and n.input[0] == add.output[0])
+    after_add = next(n for n in model.graph.node
+                     if n.op_type == "Relu" and n.input[0] == add.output[0])
     first_conv_parent = next(n for n in model.graph.node if n.output[0] in add.input
                              and n.op_type == "Conv")
     assert resolve(after_add.output[0] + "_nchwc") == first_conv_parent.name
@@ -149,6 +150,7 @@ def test_explain_gap_names_grown_layout_ops_and_mac_ops():
     assert "70%" in culprits["Conv"]["reason"] and "50%" in culprits["Conv"]["reason"]
     assert culprits["ReorderOutput"]["time_ratio"] == pytest.approx(3.0)
     assert "no MACs" in culprits["ReorderOutput"]["reason"]
+    assert "grew to 300%" in culprits["ReorderOutput"]["reason"]
     layer = next(r for r in comparison["layers"] if r["layer"] == "Conv_node")
     assert layer["worse_than_macs"] and layer["mac_ratio"] == pytest.approx(0.5)
 
@@ -167,3 +169,19 @@ def test_profile_rejects_bad_arguments(resnet):
         profile_models([resnet], runs=0)
     with pytest.raises(OnnxPruneError):
         profile_models([])
+
+
+def test_a_layer_that_moves_to_another_kernel_is_named():
+    def entry(op, us, macs):
+        return {"name": op, "macs": macs, "total_us": us + 10.0, "kernel_us": us,
+                "overhead_us": 10.0, "ops": {op: {"us": us, "nodes": 1, "macs": macs}},
+                "nodes": [{"node": f"{op} node", "op": op, "layer": "conv1", "us": us}],
+                "layers": {"conv1": {"us": us, "macs": macs}}}
+
+    original, pruned = entry("Conv", 100.0, 1000), entry("FusedConv", 80.0, 500)
+    assert kernel_changes(original, pruned) == [
+        {"layer": "conv1", "original_op": "Conv", "pruned_op": "FusedConv"}]
+    assert kernel_changes(original, original) == []
+    culprits = compare_profiles(original, pruned)["gap"]["culprits"]
+    fused = next(c for c in culprits if c["op"] == "FusedConv")
+    assert "1 layer(s) that ran as Conv" in fused["reason"]
