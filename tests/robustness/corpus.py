@@ -1,7 +1,8 @@
 """Builds the hostile-input corpus in a temporary folder at test time (nothing binary is committed).
 
-``build_corpus(root)`` returns ``(fixtures, cases)``: good fixtures (a small CNN, a plan, data)
-and one ``Case`` per bad or unusual input. ``Case.kind`` says what it replaces in a command line:
+``corpus_cases()`` declares one ``Case`` per bad or unusual input without writing anything;
+``build_corpus(root)`` writes good fixtures (a small CNN, a plan, data) and every case's file(s), and
+returns ``(fixtures, {case name: path})``. ``Case.kind`` says what it replaces in a command line:
 ``model`` (bad model file), ``plan`` (bad plan file), ``data`` (bad data file) or ``valid`` (a
 valid model we may not be able to prune: it must either work, exit 0, or be refused with exit 2
 naming the construct).
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +31,11 @@ SIZE = 8
 class Case:
     name: str
     kind: str  # "model" | "plan" | "data" | "valid"
-    path: Path
+    make: Callable[[Path], Path]  # writes the case under the corpus root, returns its path
     words: tuple[str, ...] = ()  # lower-case words the one-line error must contain (bad inputs)
     construct: tuple[str, ...] = ()  # valid models: any of these must be named when refused
     skip: str | None = None
     commands: tuple[str, ...] | None = None  # only these subcommands (None: all that apply)
-    extra_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -139,9 +140,279 @@ def _w2_bytes() -> bytes:
 
 
 # --- the corpus -----------------------------------------------------------------------------------
+# Cases are declared here without touching the disk (so that pytest can collect them); each one's
+# ``make(root)`` writes its file(s) under ``root`` when ``build_corpus`` runs inside a fixture.
 
 
-def build_corpus(root: Path) -> tuple[Fixtures, list[Case]]:
+def _write_bytes(rel: str, data: bytes):
+    def make(root: Path) -> Path:
+        (root / rel).write_bytes(data)
+        return root / rel
+    return make
+
+
+def _write_text(rel: str, text: str):
+    def make(root: Path) -> Path:
+        (root / rel).write_text(text)
+        return root / rel
+    return make
+
+
+def _saved(rel: str, build):
+    return lambda root: save(build(), root / rel)
+
+
+def _npz(rel: str, arrays):
+    def make(root: Path) -> Path:
+        np.savez(root / rel, **arrays())
+        return root / rel
+    return make
+
+
+def _mkdir(rel: str):
+    def make(root: Path) -> Path:
+        (root / rel).mkdir()
+        return root / rel
+    return make
+
+
+def _symlink(rel: str, target: str):
+    def make(root: Path) -> Path:
+        os.symlink(root / target, root / rel)
+        return root / rel
+    return make
+
+
+def _fifo(rel: str):
+    def make(root: Path) -> Path:
+        os.mkfifo(root / rel)
+        return root / rel
+    return make
+
+
+def _locked(root: Path) -> Path:
+    path = save(cnn(), root / "bad" / "locked.onnx")
+    os.chmod(path, 0)
+    return path
+
+
+def _good_bytes() -> bytes:
+    return cnn().SerializeToString()
+
+
+def _with(transform):
+    """The CNN after ``transform(model)`` (which edits it in place)."""
+    def build():
+        model = cnn()
+        transform(model)
+        return model
+    return build
+
+
+def _weights_with(edit):
+    def build():
+        weights = _weights()
+        edit(weights)
+        return cnn(weights)
+    return build
+
+
+def _ext(name: str, location: str, offset=None, length=None, sidecar=None):
+    """An external-data case; ``sidecar(folder, root)`` creates the file at ``location``."""
+    def make(root: Path) -> Path:
+        path = _external(root / "bad", name, location, offset=offset, length=length)
+        if sidecar is not None:
+            sidecar(path.parent, root)
+        return path
+    return make
+
+
+def _bytes_file(name: str, data_fn):
+    return lambda folder, root: (folder / name).write_bytes(data_fn())
+
+
+def _remove_w2(model):
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "w2"))
+
+
+def _truncate_w2(model):
+    w2 = next(t for t in model.graph.initializer if t.name == "w2")
+    w2.raw_data = w2.raw_data[:100]
+
+
+def _set_ir(version):
+    def edit(model):
+        model.ir_version = version
+    return edit
+
+
+def _set(key, value_fn, index=None):
+    def edit(weights):
+        if index is None:
+            weights[key] = value_fn(weights[key])
+        else:
+            weights[key][index] = value_fn(None)
+    return edit
+
+
+def _model_cases(add) -> None:
+    add("zero_byte", "model", _write_bytes("bad/zero.onnx", b""), ["empty"])
+    good = _good_bytes()
+    add("truncated_protobuf", "model", _write_bytes("bad/truncated.onnx", good[: len(good) // 2]),
+        ["not a valid onnx model"])
+    add("random_bytes", "model",
+        _write_bytes("bad/random.onnx", np.random.default_rng(1).bytes(4096)),
+        ["not a valid onnx model"])
+    add("text_file", "model", _write_text("bad/text.onnx", "this is a README, not a model\n" * 10),
+        ["text file"])
+    add("directory", "model", _mkdir("bad/folder.onnx"), ["directory"])
+    add("nonexistent", "model", lambda root: root / "bad" / "nothing-here.onnx", ["no such file"])
+    add("dangling_symlink", "model", _symlink("bad/dangling-link.onnx", "bad/gone.onnx"),
+        ["dangling symbolic link"])
+    add("fifo", "model", _fifo("bad/fifo.onnx"), ["fifo"])
+    add("unreadable", "model", _locked, ["permission denied"],
+        skip="running as root: chmod 000 does not block reads" if os.geteuid() == 0 else None)
+    add("no_graph", "model", _saved("bad/no_graph.onnx", lambda: onnx.ModelProto(ir_version=IR_VERSION)),
+        ["no graph nodes"])
+    add("ir_version_too_new", "model", _saved("bad/ir99.onnx", _with(_set_ir(99))), ["ir_version"])
+
+
+def _graph_cases(add) -> None:
+    cycle = lambda: cnn(middle=[helper.make_node("Add", ["r1", "loop_back"], ["a"], name="add"),  # noqa: E731
+                                helper.make_node("Relu", ["a"], ["loop_back"], name="relu_back")],
+                        middle_out="loop_back")
+    add("cycle", "model", _saved("bad/cycle.onnx", cycle), ["cycle"])
+    dangling = lambda: cnn(middle=[helper.make_node("Add", ["r1", "ghost"], ["a"], name="add")],  # noqa: E731
+                           middle_out="a")
+    add("dangling_input", "model", _saved("bad/dangling.onnx", dangling), ["dangling input", "ghost"])
+    duplicate = lambda: cnn(middle=[helper.make_node("Relu", ["r1"], ["c1"], name="dup")])  # noqa: E731
+    add("duplicate_output", "model", _saved("bad/duplicate.onnx", duplicate),
+        ["duplicate output", "c1"])
+    add("missing_initializer", "model", _saved("bad/missing_init.onnx", _with(_remove_w2)),
+        ["missing initializer", "w2"])
+    add("initializer_truncated_data", "model", _saved("bad/short_init.onnx", _with(_truncate_w2)),
+        ["initializer 'w2'", "needs"])
+    add("wrong_rank_weight", "model",
+        _saved("bad/rank2.onnx", _weights_with(_set("w1", lambda w: w.reshape(CHANNELS, -1)))),
+        ["wrong-rank", "w1", "rank 2"])
+    add("conv_channel_mismatch", "model",
+        _saved("bad/mismatch.onnx",
+               _weights_with(_set("w2", lambda w: np.zeros((CHANNELS, 5, 3, 3), np.float32)))),
+        ["channels"])
+    add("nan_weights", "model",
+        _saved("bad/nan.onnx", _weights_with(_set("w2", lambda _: np.nan, (1, 2, 0, 0)))),
+        ["nan", "w2"])
+    add("inf_weights", "model",
+        _saved("bad/inf.onnx", _weights_with(_set("fc_w", lambda _: np.inf, (0, 0)))),
+        ["inf", "fc_w"])
+    add("symbolic_spatial_dim", "model", _saved("bad/symbolic.onnx", lambda: cnn(spatial="H")),
+        ["dynamic dimension", "'x'", "axis 2"],
+        commands=("analyze", "prune", "compress"))  # onnxruntime runs it fine: validate/bench may
+
+
+def _external_cases(add) -> None:
+    secret = lambda: _w2_bytes()  # noqa: E731
+    w2 = _bytes_file("w2.bin", secret)
+    add("ext_dotdot", "model", _ext("ext_dotdot", "../../outside/secret.bin"),
+        ["external data", "'..'"])
+    add("ext_absolute", "model",
+        lambda root: _ext("ext_absolute", str(root / "outside" / "secret.bin"))(root),
+        ["external data", "absolute"])
+    add("ext_symlink_out", "model",
+        _ext("ext_symlink_out", "w2.bin",
+             sidecar=lambda folder, root: os.symlink(root / "outside" / "secret.bin", folder / "w2.bin")),
+        ["external data", "outside", "symbolic link"])
+    add("ext_missing_file", "model", _ext("ext_missing", "weights-missing.bin"),
+        ["external data", "weights-missing.bin", "missing"])
+    add("ext_offset_beyond_file", "model",
+        _ext("ext_beyond", "w2.bin", offset="512", length=str(len(_w2_bytes())), sidecar=w2),
+        ["external data", "lies outside"])
+    add("ext_huge_length", "model", _ext("ext_huge_length", "w2.bin", length=str(2**62), sidecar=w2),
+        ["external data", "lies outside"])
+    add("ext_non_integer_offset", "model",
+        _ext("ext_bad_offset", "w2.bin", offset="12abc", sidecar=w2),
+        ["external data", "non-integer offset"])
+    add("ext_backslash_dotdot", "model", _ext("ext_backslash", "..\\..\\outside\\secret.bin"),
+        ["external data", "'..'"])
+    add("ext_empty_location", "model", _ext("ext_empty", ""), ["external data", "empty location"])
+    add("ext_location_is_directory", "model",
+        _ext("ext_dir", "weights", sidecar=lambda folder, root: (folder / "weights").mkdir()),
+        ["external data", "directory"])
+    add("ext_location_is_model_folder", "model", _ext("ext_dot", "."), ["external data", "directory"])
+    add("ext_location_is_fifo", "model",
+        _ext("ext_fifo", "w2.bin", sidecar=lambda folder, root: os.mkfifo(folder / "w2.bin")),
+        ["external data", "fifo"])
+    add("ext_symlink_to_device", "model",
+        _ext("ext_device", "null", sidecar=lambda folder, root: os.symlink("/dev/null", folder / "null")),
+        ["external data", "outside"])
+
+
+def _plan_and_data_cases(add) -> None:
+    add("plan_not_json", "plan", _write_text("bad/plan_text.json", "keep everything please"),
+        ["not a json plan"])
+    add("plan_not_object", "plan", _write_text("bad/plan_list.json", "[1, 2, 3]"), ["'keep' object"])
+    add("plan_unknown_group", "plan",
+        _write_text("bad/plan_unknown.json", json.dumps({"keep": {"no_such_group": [0]}})),
+        ["unknown group", "no_such_group"])
+    add("plan_index_out_of_range", "plan",
+        _write_text("bad/plan_range.json", json.dumps({"keep": {"c1": [0, 99]}})),
+        ["out of range", "99"])
+    add("plan_keeps_nothing", "plan", _write_text("bad/plan_empty.json", json.dumps({"keep": {"c1": []}})),
+        ["zero channels"])
+    add("plan_is_directory", "plan", _mkdir("bad/plan_dir.json"), ["plan"])
+    add("data_wrong_shape", "data",
+        _npz("bad/data_shape.npz", lambda: {"x": np.zeros((4, 3, 5, 5), np.float32)}), ["shape"])
+    add("data_labels_out_of_range", "data",
+        _npz("bad/data_labels.npz", lambda: {"x": np.zeros((4, 3, SIZE, SIZE), np.float32),
+                                             "y": np.array([0, 1, 7, 2])}), ["label", "7"])
+    add("data_not_npz", "data", _write_text("bad/data_text.npz", "x,y\n1,2\n"), ["not a readable .npz"])
+    add("data_pickled_arrays", "data",
+        _npz("bad/data_pickle.npz", lambda: {"x": np.array([object(), 1], dtype=object)}), ["pickled"])
+    add("data_nan", "data",
+        _npz("bad/data_nan.npz", lambda: {"x": np.full((4, 3, SIZE, SIZE), np.nan, np.float32)}),
+        ["nan"])
+
+
+def _valid_cases(add) -> None:
+    def valid(name, file, build, construct=()):
+        add(name, "valid", _saved(f"valid/{file}", build), construct=construct)
+
+    valid("if_subgraph", "if.onnx", _if_model, ["if"])
+    valid("loop_subgraph", "loop.onnx", _loop_model, ["loop"])
+    valid("scan_subgraph", "scan.onnx", _scan_model, ["scan"])
+    valid("qlinearconv", "qlinear.onnx", _qlinear_model, ["qlinearconv", "quantiz"])
+    valid("convinteger", "convint.onnx", _convinteger_model, ["convinteger", "integer"])
+    valid("qdq", "qdq.onnx", _qdq_model, ["dequantizelinear", "quantizelinear", "quantiz"])
+    valid("float16", "fp16.onnx",
+          lambda: cnn(_weights(dtype=np.float16), elem=TensorProto.FLOAT16), ["float16"])
+    valid("bfloat16", "bf16.onnx", _bf16_model, ["bfloat16"])
+    custom = [helper.make_node("MySwish", ["r1"], ["s"], name="custom", domain="com.example")]
+    valid("custom_op_middle", "custom.onnx",
+          lambda: cnn(middle=custom, middle_out="s", extra_opsets=(("com.example", 1),)),
+          ["myswish", "com.example"])
+    valid("opset11", "opset11.onnx", lambda: cnn(opset=11, ir_version=6), ["opset"])
+    newest = onnx.defs.onnx_opset_version()
+    valid(f"opset{newest}_newest", "newest.onnx", lambda: cnn(opset=newest, ir_version=None), ["opset"])
+    valid("dynamic_batch", "dynamic.onnx", lambda: cnn(batch="batch"))
+    valid("nhwc_transposes", "nhwc.onnx", _nhwc_model, ["transpose"])
+    valid("constant_node_weights", "const.onnx", lambda: cnn(const_weights=True), ["constant"])
+
+
+def corpus_cases() -> list[Case]:
+    """Every case, declared without writing anything (their paths are set by ``build_corpus``)."""
+    cases: list[Case] = []
+
+    def add(name, kind, make, words=(), construct=(), skip=None, commands=None):
+        cases.append(Case(name, kind, make, tuple(w.lower() for w in words),
+                          tuple(c.lower() for c in construct), skip, commands))
+
+    for group in (_model_cases, _graph_cases, _external_cases, _plan_and_data_cases, _valid_cases):
+        group(add)
+    return cases
+
+
+def build_corpus(root: Path) -> tuple[Fixtures, dict[str, Path]]:
+    """Write the good fixtures and every case's file(s) under ``root``: (fixtures, case paths)."""
     root = Path(root)
     good_dir = root / "good"
     good_dir.mkdir(parents=True)
@@ -152,175 +423,11 @@ def build_corpus(root: Path) -> tuple[Fixtures, list[Case]]:
     data = good_dir / "data.npz"
     np.savez(data, x=rng.standard_normal((8, 3, SIZE, SIZE)).astype(np.float32),
              y=rng.integers(0, CLASSES, 8).astype(np.int64))
-    fixtures = Fixtures(good, plan, data, "c1")
-
-    bad = root / "bad"
-    bad.mkdir()
-    cases: list[Case] = []
-
-    def add(name, kind, path, words=(), construct=(), skip=None, commands=None):
-        cases.append(Case(name, kind, Path(path), tuple(w.lower() for w in words),
-                          tuple(c.lower() for c in construct), skip, commands))
-
-    good_bytes = good.read_bytes()
-    # -- files that are not models
-    (bad / "zero.onnx").write_bytes(b"")
-    add("zero_byte", "model", bad / "zero.onnx", ["empty"])
-    (bad / "truncated.onnx").write_bytes(good_bytes[: len(good_bytes) // 2])
-    add("truncated_protobuf", "model", bad / "truncated.onnx", ["not a valid onnx model"])
-    (bad / "random.onnx").write_bytes(np.random.default_rng(1).bytes(4096))
-    add("random_bytes", "model", bad / "random.onnx", ["not a valid onnx model"])
-    (bad / "text.onnx").write_text("this is a README, not a model\n" * 10)
-    add("text_file", "model", bad / "text.onnx", ["text file"])
-    (bad / "folder.onnx").mkdir()
-    add("directory", "model", bad / "folder.onnx", ["directory"])
-    add("nonexistent", "model", bad / "nothing-here.onnx", ["no such file"])
-    os.symlink(bad / "gone.onnx", bad / "dangling-link.onnx")
-    add("dangling_symlink", "model", bad / "dangling-link.onnx", ["dangling symbolic link"])
-    os.mkfifo(bad / "fifo.onnx")
-    add("fifo", "model", bad / "fifo.onnx", ["fifo"])
-    locked = save(cnn(), bad / "locked.onnx")
-    os.chmod(locked, 0)
-    add("unreadable", "model", locked, ["permission denied"],
-        skip="running as root: chmod 000 does not block reads" if os.geteuid() == 0 else None)
-    no_graph = onnx.ModelProto(ir_version=IR_VERSION)
-    save(no_graph, bad / "no_graph.onnx")
-    add("no_graph", "model", bad / "no_graph.onnx", ["no graph nodes"])
-    model = cnn()
-    model.ir_version = 99
-    add("ir_version_too_new", "model", save(model, bad / "ir99.onnx"), ["ir_version"])
-
-    # -- broken graphs
-    model = cnn(middle=[helper.make_node("Add", ["r1", "loop_back"], ["a"], name="add"),
-                        helper.make_node("Relu", ["a"], ["loop_back"], name="relu_back")],
-                middle_out="loop_back")
-    add("cycle", "model", save(model, bad / "cycle.onnx"), ["cycle"])
-    model = cnn(middle=[helper.make_node("Add", ["r1", "ghost"], ["a"], name="add")], middle_out="a")
-    add("dangling_input", "model", save(model, bad / "dangling.onnx"), ["dangling input", "ghost"])
-    model = cnn(middle=[helper.make_node("Relu", ["r1"], ["c1"], name="dup")])
-    add("duplicate_output", "model", save(model, bad / "duplicate.onnx"), ["duplicate output", "c1"])
-    model = cnn()
-    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "w2"))
-    add("missing_initializer", "model", save(model, bad / "missing_init.onnx"),
-        ["missing initializer", "w2"])
-    model = cnn()
-    w2 = next(t for t in model.graph.initializer if t.name == "w2")
-    w2.raw_data = w2.raw_data[:100]
-    add("initializer_truncated_data", "model", save(model, bad / "short_init.onnx"),
-        ["initializer 'w2'", "needs"])
-    weights = _weights()
-    weights["w1"] = weights["w1"].reshape(CHANNELS, -1)
-    add("wrong_rank_weight", "model", save(cnn(weights), bad / "rank2.onnx"),
-        ["wrong-rank", "w1", "rank 2"])
-    weights = _weights()
-    weights["w2"] = np.zeros((CHANNELS, 5, 3, 3), np.float32)
-    add("conv_channel_mismatch", "model", save(cnn(weights), bad / "mismatch.onnx"),
-        ["channels"])
-    weights = _weights()
-    weights["w2"][1, 2, 0, 0] = np.nan
-    add("nan_weights", "model", save(cnn(weights), bad / "nan.onnx"), ["nan", "w2"])
-    weights = _weights()
-    weights["fc_w"][0, 0] = np.inf
-    add("inf_weights", "model", save(cnn(weights), bad / "inf.onnx"), ["inf", "fc_w"])
-    add("symbolic_spatial_dim", "model", save(cnn(spatial="H"), bad / "symbolic.onnx"),
-        ["dynamic dimension", "'x'", "axis 2"],
-        commands=("analyze", "prune", "compress"))  # onnxruntime runs it fine: validate/bench may
-
-    # -- external data
-    outside = root / "outside"
-    outside.mkdir()
-    (outside / "secret.bin").write_bytes(_w2_bytes())
-    path = _external(bad, "ext_dotdot", "../../outside/secret.bin")
-    add("ext_dotdot", "model", path, ["external data", "'..'"])
-    path = _external(bad, "ext_absolute", str(outside / "secret.bin"))
-    add("ext_absolute", "model", path, ["external data", "absolute"])
-    path = _external(bad, "ext_symlink_out", "w2.bin")
-    os.symlink(outside / "secret.bin", path.parent / "w2.bin")
-    add("ext_symlink_out", "model", path, ["external data", "outside", "symbolic link"])
-    path = _external(bad, "ext_missing", "weights-missing.bin")
-    add("ext_missing_file", "model", path, ["external data", "weights-missing.bin", "missing"])
-    path = _external(bad, "ext_beyond", "w2.bin", offset="512", length=str(len(_w2_bytes())))
-    (path.parent / "w2.bin").write_bytes(_w2_bytes())
-    add("ext_offset_beyond_file", "model", path, ["external data", "lies outside"])
-    path = _external(bad, "ext_huge_length", "w2.bin", length=str(2**62))
-    (path.parent / "w2.bin").write_bytes(_w2_bytes())
-    add("ext_huge_length", "model", path, ["external data", "lies outside"])
-    path = _external(bad, "ext_bad_offset", "w2.bin", offset="12abc")
-    (path.parent / "w2.bin").write_bytes(_w2_bytes())
-    add("ext_non_integer_offset", "model", path, ["external data", "non-integer offset"])
-    path = _external(bad, "ext_backslash", "..\\..\\outside\\secret.bin")
-    add("ext_backslash_dotdot", "model", path, ["external data", "'..'"])
-    path = _external(bad, "ext_empty", "")
-    add("ext_empty_location", "model", path, ["external data", "empty location"])
-    path = _external(bad, "ext_dir", "weights")
-    (path.parent / "weights").mkdir()
-    add("ext_location_is_directory", "model", path, ["external data", "directory"])
-    path = _external(bad, "ext_dot", ".")
-    add("ext_location_is_model_folder", "model", path, ["external data", "directory"])
-    path = _external(bad, "ext_fifo", "w2.bin")
-    os.mkfifo(path.parent / "w2.bin")
-    add("ext_location_is_fifo", "model", path, ["external data", "fifo"])
-    path = _external(bad, "ext_device", "null")
-    os.symlink("/dev/null", path.parent / "null")
-    add("ext_symlink_to_device", "model", path, ["external data", "outside"])
-
-    # -- bad plans (with the good model)
-    (bad / "plan_text.json").write_text("keep everything please")
-    add("plan_not_json", "plan", bad / "plan_text.json", ["not a json plan"])
-    (bad / "plan_list.json").write_text("[1, 2, 3]")
-    add("plan_not_object", "plan", bad / "plan_list.json", ["'keep' object"])
-    (bad / "plan_unknown.json").write_text(json.dumps({"keep": {"no_such_group": [0]}}))
-    add("plan_unknown_group", "plan", bad / "plan_unknown.json", ["unknown group", "no_such_group"])
-    (bad / "plan_range.json").write_text(json.dumps({"keep": {"c1": [0, 99]}}))
-    add("plan_index_out_of_range", "plan", bad / "plan_range.json", ["out of range", "99"])
-    (bad / "plan_empty.json").write_text(json.dumps({"keep": {"c1": []}}))
-    add("plan_keeps_nothing", "plan", bad / "plan_empty.json", ["zero channels"])
-    (bad / "plan_dir.json").mkdir()
-    add("plan_is_directory", "plan", bad / "plan_dir.json", ["plan"])
-
-    # -- bad data (with the good model)
-    np.savez(bad / "data_shape.npz", x=np.zeros((4, 3, 5, 5), np.float32))
-    add("data_wrong_shape", "data", bad / "data_shape.npz", ["shape"])
-    np.savez(bad / "data_labels.npz", x=np.zeros((4, 3, SIZE, SIZE), np.float32),
-             y=np.array([0, 1, 7, 2]))
-    add("data_labels_out_of_range", "data", bad / "data_labels.npz", ["label", "7"])
-    (bad / "data_text.npz").write_text("x,y\n1,2\n")
-    add("data_not_npz", "data", bad / "data_text.npz", ["not a readable .npz"])
-    np.savez(bad / "data_pickle.npz", x=np.array([object(), 1], dtype=object))
-    add("data_pickled_arrays", "data", bad / "data_pickle.npz", ["pickled"])
-    np.savez(bad / "data_nan.npz", x=np.full((4, 3, SIZE, SIZE), np.nan, np.float32))
-    add("data_nan", "data", bad / "data_nan.npz", ["nan"])
-
-    # -- valid models we may not be able to prune
-    valid = root / "valid"
-    valid.mkdir()
-    add("if_subgraph", "valid", save(_if_model(), valid / "if.onnx"), construct=["if"])
-    add("loop_subgraph", "valid", save(_loop_model(), valid / "loop.onnx"), construct=["loop"])
-    add("scan_subgraph", "valid", save(_scan_model(), valid / "scan.onnx"), construct=["scan"])
-    add("qlinearconv", "valid", save(_qlinear_model(), valid / "qlinear.onnx"),
-        construct=["qlinearconv", "quantiz"])
-    add("convinteger", "valid", save(_convinteger_model(), valid / "convint.onnx"),
-        construct=["convinteger", "integer"])
-    add("qdq", "valid", save(_qdq_model(), valid / "qdq.onnx"),
-        construct=["dequantizelinear", "quantizelinear", "quantiz"])
-    add("float16", "valid", save(cnn(_weights(dtype=np.float16), elem=TensorProto.FLOAT16),
-                                 valid / "fp16.onnx"), construct=["float16"])
-    add("bfloat16", "valid", save(_bf16_model(), valid / "bf16.onnx"), construct=["bfloat16"])
-    custom = [helper.make_node("MySwish", ["r1"], ["s"], name="custom", domain="com.example")]
-    add("custom_op_middle", "valid",
-        save(cnn(middle=custom, middle_out="s", extra_opsets=(("com.example", 1),)),
-             valid / "custom.onnx"), construct=["myswish", "com.example"])
-    add("opset11", "valid", save(cnn(opset=11, ir_version=6), valid / "opset11.onnx"),
-        construct=["opset"])
-    newest = onnx.defs.onnx_opset_version()
-    add(f"opset{newest}_newest", "valid", save(cnn(opset=newest, ir_version=None),
-                                               valid / "newest.onnx"), construct=["opset"])
-    add("dynamic_batch", "valid", save(cnn(batch="batch"), valid / "dynamic.onnx"))
-    add("nhwc_transposes", "valid", save(_nhwc_model(), valid / "nhwc.onnx"),
-        construct=["transpose"])
-    add("constant_node_weights", "valid", save(cnn(const_weights=True), valid / "const.onnx"),
-        construct=["constant"])
-    return fixtures, cases
+    for folder in ("bad", "valid", "outside"):
+        (root / folder).mkdir()
+    (root / "outside" / "secret.bin").write_bytes(_w2_bytes())
+    paths = {case.name: Path(case.make(root)) for case in corpus_cases()}
+    return Fixtures(good, plan, data, "c1"), paths
 
 
 def _if_model() -> onnx.ModelProto:

@@ -7,14 +7,11 @@ unchanged. The corpus is built in a temporary folder by ``corpus.py`` (nothing b
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +19,26 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import build_corpus  # noqa: E402
+from corpus import build_corpus, corpus_cases  # noqa: E402
 
 from onnxprune.cli import main  # noqa: E402
 from onnxprune.graph import TEMP_PREFIX, load_model  # noqa: E402
 
-_ROOT = Path(tempfile.mkdtemp(prefix="onnxprune-corpus-"))
-atexit.register(shutil.rmtree, _ROOT, True)
-FIXTURES, CASES = build_corpus(_ROOT / "corpus")
+CASES = corpus_cases()  # declared only: the files are written by the ``corpus`` fixture
 BY_NAME = {c.name: c for c in CASES}
+
+
+class Corpus:
+    """The corpus written in a temporary folder: its root, good fixtures and each case's path."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.fixtures, self.paths = build_corpus(root)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Corpus:
+    return Corpus(tmp_path_factory.mktemp("corpus") / "corpus")
 
 XFAIL: dict = {}  # (case, command) -> reason; strict xfails turn red once fixed
 
@@ -83,9 +91,9 @@ def _digest(root: Path) -> dict[str, str]:
     return out
 
 
-def _auto_plan(case, tmp: Path) -> Path:
+def _auto_plan(path: Path, tmp: Path) -> Path:
     """For valid models: halve the first prunable group analyze reports (empty plan if none)."""
-    result = CliRunner().invoke(main, ["analyze", "--json", str(case.path)])
+    result = CliRunner().invoke(main, ["analyze", "--json", str(path)])
     keep = {}
     if result.exit_code == 0:
         groups = [g for g in json.loads(result.stdout)["groups"] if g["prunable"]]
@@ -96,18 +104,18 @@ def _auto_plan(case, tmp: Path) -> Path:
     return plan
 
 
-def _argv(case, command: str, out: Path, tmp: Path) -> tuple[list[str], list[Path]]:
-    fx = FIXTURES
-    model = str(case.path) if case.kind in ("model", "valid") else str(fx.model)
+def _argv(case, corpus: Corpus, command: str, out: Path, tmp: Path) -> tuple[list[str], list[Path]]:
+    fx, path = corpus.fixtures, corpus.paths[case.name]
+    model = str(path) if case.kind in ("model", "valid") else str(fx.model)
     output = out / "out.onnx"
     if command == "analyze":
         return ["analyze", "--json", model], []
     if command == "prune":
-        plan = str(case.path) if case.kind == "plan" else (
-            str(_auto_plan(case, tmp)) if case.kind == "valid" else str(fx.plan))
+        plan = str(path) if case.kind == "plan" else (
+            str(_auto_plan(path, tmp)) if case.kind == "valid" else str(fx.plan))
         return ["prune", model, "--plan", plan, "-o", str(output)], [output, out / "out.onnx.data"]
     if command == "validate":
-        data = str(case.path) if case.kind == "data" else str(fx.data)
+        data = str(path) if case.kind == "data" else str(fx.data)
         return ["validate", model, str(fx.model), "--data", data, "--provider", "cpu"], []
     if command == "validate-pruned":
         return ["validate", str(fx.model), model, "--data", str(fx.data), "--provider", "cpu"], []
@@ -118,20 +126,20 @@ def _argv(case, command: str, out: Path, tmp: Path) -> tuple[list[str], list[Pat
         if "iterations" in _params("compress"):
             argv += ["--iterations", "2"]  # robustness, not quality: keep it fast
         if case.kind == "data":
-            argv += ["--data", str(case.path)]
+            argv += ["--data", str(path)]
         return argv, [output, out / "out.onnx.data"]
     raise AssertionError(command)
 
 
 @pytest.mark.parametrize("case_name,command", _runs())
-def test_corpus(case_name, command, tmp_path):
+def test_corpus(case_name, command, tmp_path, corpus):
     case = BY_NAME[case_name]
     out = tmp_path / "out"
     out.mkdir()
-    argv, outputs = _argv(case, command, out, tmp_path)
-    before = _digest(_ROOT)
+    argv, outputs = _argv(case, corpus, command, out, tmp_path)
+    before = _digest(corpus.root)
     result = CliRunner().invoke(main, argv)
-    after = _digest(_ROOT)
+    after = _digest(corpus.root)
     stderr, stdout = result.stderr, result.stdout
     where = f"onnxprune {' '.join(argv)} -> {result.exit_code}\n{stderr[-2000:]}"
 
@@ -164,7 +172,7 @@ def test_corpus(case_name, command, tmp_path):
         report = json.loads(stdout)
         assert {"macs", "params", "groups", "barriers"} <= set(report)
     if command == "prune":
-        _check_pruned_runs(case.path, outputs[0])
+        _check_pruned_runs(corpus.paths[case.name], outputs[0])
 
 
 def _check_pruned_runs(original: Path, pruned: Path) -> None:
@@ -194,16 +202,16 @@ def test_corpus_is_big_enough():
     assert len(bad) >= 25 and len(CASES) >= 40
 
 
-def test_if_subgraph_is_reported_as_a_barrier():
-    result = CliRunner().invoke(main, ["analyze", "--json", str(BY_NAME["if_subgraph"].path)])
+def test_if_subgraph_is_reported_as_a_barrier(corpus):
+    result = CliRunner().invoke(main, ["analyze", "--json", str(corpus.paths["if_subgraph"])])
     assert result.exit_code == 0
     barriers = json.loads(result.stdout)["barriers"]
     assert any(b["op"] == "If" for b in barriers), barriers
 
 
 @pytest.mark.parametrize("name,op", [("scan_subgraph", "Scan")])
-def test_subgraph_ops_are_barriers(name, op):
-    result = CliRunner().invoke(main, ["analyze", "--json", str(BY_NAME[name].path)])
+def test_subgraph_ops_are_barriers(name, op, corpus):
+    result = CliRunner().invoke(main, ["analyze", "--json", str(corpus.paths[name])])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert any(b["op"] == op for b in report["barriers"])
@@ -220,14 +228,14 @@ def _python_m(*args):
 
 @pytest.mark.parametrize("case_name,argv,words", [
     ("zero_byte", ["analyze"], ["empty"]),
-    ("cycle", ["prune", "--plan", FIXTURES.plan, "-o", "{out}"], ["cycle"]),
+    ("cycle", ["prune", "--plan", "{plan}", "-o", "{out}"], ["cycle"]),
     ("ext_dotdot", ["analyze", "--json"], ["external data", "'..'"]),
     ("nan_weights", ["analyze"], ["nan", "w2"]),
 ])
-def test_subprocess_exit_codes(case_name, argv, words, tmp_path):
-    case = BY_NAME[case_name]
-    argv = [a.format(out=tmp_path / "o.onnx") if isinstance(a, str) else a for a in argv]
-    argv = argv[:1] + [case.path] + argv[1:] if argv[0] != "analyze" else argv + [case.path]
+def test_subprocess_exit_codes(case_name, argv, words, tmp_path, corpus):
+    path = corpus.paths[case_name]
+    argv = [a.format(out=tmp_path / "o.onnx", plan=corpus.fixtures.plan) for a in argv]
+    argv = argv[:1] + [path] + argv[1:] if argv[0] != "analyze" else argv + [path]
     proc = _python_m(*argv)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -237,8 +245,9 @@ def test_subprocess_exit_codes(case_name, argv, words, tmp_path):
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_subprocess_usage_error_exits_2():
-    proc = _python_m("analyze", "--no-such-option", FIXTURES.model)
+def test_subprocess_usage_error_exits_2(corpus):
+    model = corpus.fixtures.model
+    proc = _python_m("analyze", "--no-such-option", model)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert _python_m("no-such-command").returncode == 2
-    assert _python_m("prune", FIXTURES.model).returncode == 2  # missing --plan / -o
+    assert _python_m("prune", model).returncode == 2  # missing --plan / -o
