@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxprune.analysis.folding import restore_casts
 from onnxprune.analysis.groups import ChannelAnalysis, analyze_channels, keep_mask
 from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.errors import OnnxPruneError
@@ -74,10 +75,15 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def prune_model(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
-                analysis: ChannelAnalysis | None = None, check: bool = True) -> onnx.ModelProto:
-    """The model with every channel not in ``keep`` removed (absent groups keep all)."""
+                analysis: ChannelAnalysis | None = None, check: bool = True,
+                input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
+    """The model with every channel not in ``keep`` removed (absent groups keep all).
+
+    ``input_shapes`` sizes dynamic input dims for the analysis; the pruned model keeps the
+    declared dynamic dims.
+    """
     model = _prepare(model)
-    analysis = analysis or analyze_channels(model)
+    analysis = analysis or analyze_channels(model, input_shapes=input_shapes)
     validate_keep(analysis, keep)
     channel_kept = keep_mask(analysis, keep)
     atom_kept = np.where(analysis.channel_of_atom < 0, True,
@@ -97,6 +103,8 @@ def prune_model(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
         const.values = np.take(np.asarray(const.values), positions, axis=member.axis)
     for fixup in analysis.fixups:
         fixup.apply(nodes[fixup.node], kept)
+    restore_casts(graph, analysis.narrow_slots)
+    graph.toposort()  # fixups may add nodes (a computed Reshape target's new channel entry)
     return _export(graph, model, check)
 
 
@@ -127,10 +135,11 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, check: bool) -> onnx.Mod
 
 
 def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
-                     analysis: ChannelAnalysis | None = None) -> onnx.ModelProto:
+                     analysis: ChannelAnalysis | None = None,
+                     input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
     """The original graph with removed channels zeroed wherever they are summed over."""
     model = _prepare(model)
-    analysis = analysis or analyze_channels(model)
+    analysis = analysis or analyze_channels(model, input_shapes=input_shapes)
     validate_keep(analysis, keep)
     channel_kept = keep_mask(analysis, keep)
     shapes = analysis.shapes
@@ -168,10 +177,11 @@ def _float_dtype(tensor: gs.Tensor, model: onnx.ModelProto):
     return np.dtype(np.float32)
 
 
-def plan_macs(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]]) -> int:
+def plan_macs(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
+              input_shapes: Mapping[str, Sequence[int]] | None = None) -> int:
     """MACs the pruned model will have, from the analysis (without doing the surgery)."""
     model = _prepare(model)
-    analysis = analyze_channels(model, infer_shapes(model))
+    analysis = analyze_channels(model, infer_shapes(model, input_shapes=input_shapes))
     validate_keep(analysis, keep)
     return analysis.macs(keep_mask(analysis, keep))
 

@@ -8,13 +8,14 @@ masks, gate vectors and scores are flat arrays over all channels of all groups.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.analysis.channels import Context, Fixup, Member, Read, run_rules
+from onnxprune.analysis.folding import fold_weight_paths
 from onnxprune.analysis.shapes import fold_shape_values, infer_shapes
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import opset_version
@@ -59,6 +60,8 @@ class ChannelAnalysis:
     mac_terms: list[MacTerm]
     tracked: dict  # tensor name -> Tracked (axis, atom ids)
     source_atoms: dict[str, np.ndarray]  # source tensor name -> its atoms, in channel order
+    narrow_slots: dict = field(default_factory=dict)  # (node, input) -> fp16 weight behind Cast
+    folded: tuple[str, ...] = ()  # tensors computed by constant subgraphs, now initializers
 
     @property
     def total_channels(self) -> int:
@@ -124,11 +127,17 @@ def _term_value(term: MacTerm, keep: np.ndarray) -> float:
                                                    else (term.out, term.fixed_out))))
 
 
-def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None) -> ChannelAnalysis:
-    """Run every op rule over ``model`` and build its channel groups."""
+def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None,
+                     input_shapes: Mapping | None = None) -> ChannelAnalysis:
+    """Run every op rule over ``model`` and build its channel groups.
+
+    ``input_shapes`` ({input name: dims}) sizes dynamic input dims for shape inference only.
+    """
     from onnxprune.ops import RULES
 
-    shapes = dict(shapes) if shapes is not None else infer_shapes(model)
+    folded = fold_weight_paths(model)
+    model = folded.model
+    shapes = dict(shapes) if shapes is not None else infer_shapes(model, input_shapes=input_shapes)
     graph = gs.import_onnx(model)
     ctx = Context(graph=graph, shapes=shapes, opset=opset_version(model),
                   folded=fold_shape_values(model, shapes))
@@ -141,7 +150,8 @@ def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None) -> C
             source_atoms.setdefault(name, []).append(atom)
     return ChannelAnalysis(graph, shapes, groups, channel_of_atom, ctx.members, ctx.reads,
                            ctx.fixups, ctx.barriers, terms, ctx.tracked,
-                           {k: np.array(v, dtype=np.int64) for k, v in source_atoms.items()})
+                           {k: np.array(v, dtype=np.int64) for k, v in source_atoms.items()},
+                           folded.narrow_slots, folded.tensors)
 
 
 def _build_groups(ctx: Context) -> tuple[list[Group], np.ndarray]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.inputshapes import resolve_names
 
 Shape = tuple[int, ...]
 
@@ -16,40 +19,63 @@ def graph_input_names(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in inits]
 
 
-def fixed_batch_copy(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
+def fixed_batch_copy(model: onnx.ModelProto, batch: int = 1,
+                     input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose symbolic input dims are fixed: the leading one to ``batch``.
 
-    A symbolic dim anywhere else cannot be counted exactly and is refused by name.
+    ``input_shapes`` ({input name: dims}, as from ``--input-shape``) gives the sizes of the
+    other dynamic dims; a declared static dim it contradicts is refused, and so is a dynamic
+    dim it does not give. Only the copy changes: the model keeps its declared dynamic dims.
     """
     copy = _light_copy(model)
-    real_inputs = set(graph_input_names(model))
+    real_inputs = graph_input_names(model)
+    given = resolve_names(input_shapes, real_inputs)
     for value in copy.graph.input:
         if value.name not in real_inputs or not value.type.HasField("tensor_type"):
             continue
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape"):
-            raise OnnxPruneError(f"input '{value.name}' has no shape; export with a static shape")
-        for axis, dim in enumerate(tensor_type.shape.dim):
-            if dim.HasField("dim_value") and dim.dim_value > 0:
-                continue
-            if axis != 0:
-                if dim.HasField("dim_value"):
-                    raise OnnxPruneError(
-                        f"input '{value.name}' has size {dim.dim_value} at axis {axis}; "
-                        f"every non-batch dimension must be positive")
-                label = dim.dim_param or "?"
-                raise OnnxPruneError(
-                    f"input '{value.name}' has a dynamic dimension '{label}' at axis {axis}; "
-                    f"only the batch axis may be dynamic"
-                )
-            dim.Clear()
-            dim.dim_value = batch
+            if value.name not in given:
+                raise OnnxPruneError(f"input '{value.name}' has no shape; export with a static "
+                                     f"shape or pass --input-shape {value.name}:D0,D1,...")
+            tensor_type.shape.SetInParent()
+            for _ in given[value.name]:
+                tensor_type.shape.dim.add()
+        _fix_dims(value.name, tensor_type.shape.dim, batch, given.get(value.name))
     for value in copy.graph.output:
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            for dim in value.type.tensor_type.shape.dim:
-                if not dim.HasField("dim_value"):
-                    dim.Clear()
+            # declared output shapes are left to inference (a stale declaration is not fatal)
+            value.type.tensor_type.ClearField("shape")
     return copy
+
+
+def _fix_dims(name: str, dims, batch: int, shape: tuple[int, ...] | None) -> None:
+    """Make every dim of input ``name`` concrete (in place, on the inference copy)."""
+    if shape is not None and len(shape) != len(dims):
+        raise OnnxPruneError(f"--input-shape {name}:{','.join(map(str, shape))} has rank "
+                             f"{len(shape)} but input '{name}' has rank {len(dims)}")
+    for axis, dim in enumerate(dims):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            if shape is not None and shape[axis] != dim.dim_value:
+                raise OnnxPruneError(
+                    f"--input-shape {name}:{','.join(map(str, shape))} disagrees with the declared "
+                    f"size {dim.dim_value} of input '{name}' at axis {axis}")
+            continue
+        if axis == 0:
+            size = batch  # MACs are counted at batch 1 whatever the shape given
+        elif shape is not None:
+            size = shape[axis]
+        elif dim.HasField("dim_value"):
+            raise OnnxPruneError(f"input '{name}' has size {dim.dim_value} at axis {axis}; "
+                                 f"every non-batch dimension must be positive")
+        else:
+            label = dim.dim_param or "?"
+            rank = len(dims)
+            raise OnnxPruneError(
+                f"input '{name}' has a dynamic dimension '{label}' at axis {axis}; give the size "
+                f"to analyse with --input-shape {name}:{','.join(f'D{i}' for i in range(rank))}")
+        dim.Clear()
+        dim.dim_value = size
 
 
 _BIG_WEIGHT_ELEMENTS = 4096  # float weights at least this big are typed inputs in the copy
@@ -94,17 +120,22 @@ def _copy_field(target, name: str, value) -> None:
         setattr(target, name, value)
 
 
-def infer_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, Shape]:
+def infer_shapes(model: onnx.ModelProto, batch: int = 1,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Shape]:
     """Concrete shapes of every tensor the inference can resolve, with batch fixed.
 
+    ``input_shapes`` sizes the dynamic non-batch input dims (see ``fixed_batch_copy``).
     Where shape arithmetic (Shape -> Gather -> Div -> ... -> Slice bounds) stops onnx's
     inference, the small integer values are folded and the inference is run once more.
     """
-    shapes = _infer_once(fixed_batch_copy(model, batch), model)
+    from onnxprune.analysis.folding import fold_weight_paths
+
+    model = fold_weight_paths(model).model  # constant expressions (pads, shapes) as values
+    shapes = _infer_once(fixed_batch_copy(model, batch, input_shapes), model)
     unknown = any(o and o not in shapes for n in model.graph.node for o in n.output)
     folded = fold_shape_values(model, shapes) if unknown else {}
     if folded:
-        fixed = fixed_batch_copy(model, batch)
+        fixed = fixed_batch_copy(model, batch, input_shapes)
         _inject(fixed, folded)
         shapes.update(_infer_once(fixed, model))
     _check_channels(model, shapes)

@@ -36,9 +36,9 @@ def count_params(model: onnx.ModelProto) -> int:
     return total
 
 
-def count_macs(model: onnx.ModelProto, shapes=None) -> int:
-    """Total MACs of the model at batch 1."""
-    shapes = shapes if shapes is not None else infer_shapes(model)
+def count_macs(model: onnx.ModelProto, shapes=None, input_shapes=None) -> int:
+    """Total MACs of the model at batch 1 (dynamic input dims sized by ``input_shapes``)."""
+    shapes = shapes if shapes is not None else infer_shapes(model, input_shapes=input_shapes)
     size = shape_size(shapes)
     return int(sum(e.evaluate(size) for e in model_mac_exprs(model, shapes)))
 
@@ -58,9 +58,9 @@ def _io(values, shapes) -> list[dict]:
     return rows
 
 
-def summarize(model: onnx.ModelProto, shapes=None) -> dict:
-    """A JSON-ready summary of ``model``."""
-    shapes = shapes if shapes is not None else infer_shapes(model)
+def summarize(model: onnx.ModelProto, shapes=None, input_shapes=None) -> dict:
+    """A JSON-ready summary of ``model`` (dynamic input dims sized by ``input_shapes``)."""
+    shapes = shapes if shapes is not None else infer_shapes(model, input_shapes=input_shapes)
     size = shape_size(shapes)
     exprs = model_mac_exprs(model, shapes)
     real_inputs = set(graph_input_names(model))

@@ -73,13 +73,33 @@ def reshape(ctx, node):
     counted = tracked.ids if scale != 1 or len(out_big) == 1 else ids
 
     def fix(node, kept, u=u, scale=scale, counted=counted):
-        # the batch axis is the only dynamic one: write the static shape with -1 for it
-        shape = np.array([-1, *b[1:]], dtype=np.int64)
-        shape[u] = int(kept(counted).sum()) * scale
-        node.inputs[1] = gs.Constant(f"{node.name}__shape", shape)
-        node.attrs.pop("allowzero", None)
+        _set_shape_entry(ctx, node, u, int(kept(counted).sum()) * scale)
 
     ctx.fixup(node, fix)
+
+
+def _set_shape_entry(ctx, node, entry: int, size: int) -> None:
+    """Entry ``entry`` of the Reshape target becomes ``size``; every other entry stays as it was,
+    so that dynamic (run-time computed) dims stay dynamic in the pruned graph."""
+    target = ctx.const(node.inputs[1])
+    if target is not None:
+        values = np.array(target, dtype=np.int64).reshape(-1).copy()
+        if values[entry] != -1:  # -1 follows the pruned size by itself
+            values[entry] = size
+        node.inputs[1] = gs.Constant(f"{node.name}__shape", values)
+        return
+    rank = len(ctx.shape(node.outputs[0]))
+    keep = np.ones(rank, dtype=np.int64)
+    keep[entry] = 0
+    put = np.zeros(rank, dtype=np.int64)
+    put[entry] = size
+    masked = gs.Variable(f"{node.name}__shape_masked", dtype=np.int64, shape=[rank])
+    fixed = gs.Variable(f"{node.name}__shape", dtype=np.int64, shape=[rank])
+    ctx.graph.nodes.append(gs.Node("Mul", f"{node.name}__shape_mul", inputs=[
+        node.inputs[1], gs.Constant(f"{node.name}__shape_keep", keep)], outputs=[masked]))
+    ctx.graph.nodes.append(gs.Node("Add", f"{node.name}__shape_add", inputs=[
+        masked, gs.Constant(f"{node.name}__shape_put", put)], outputs=[fixed]))
+    node.inputs[1] = fixed
 
 
 @register("Flatten")

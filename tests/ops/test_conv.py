@@ -89,14 +89,27 @@ def test_grouped_conv_transpose_is_barrier():
     check_random_plans(m, plans=2)
 
 
-def test_conv_with_computed_weight_is_barrier():
+def test_conv_with_run_time_weight_is_barrier():
     b = Builder(7)
     y = stem(b, 4)
-    w = b.op("Neg", [b.weight(5, 4, 1, 1)])  # a computed (non-constant) weight
+    scale = b.op("ReduceMean", ["x"], keepdims=0)  # a scalar computed from the input
+    w = b.op("Mul", [b.weight(5, 4, 1, 1), scale])  # a weight computed at run time
     c = b.op("Conv", [y, w], kernel_shape=[1, 1])
     m = b.model([head(b, c, 5)])
     a = analyze_channels(m)
     assert not a.groups[0].prunable and "not constant" in a.groups[0].reason
+    check_random_plans(m, plans=2)
+
+
+def test_conv_with_constant_computed_weight_is_folded():
+    """A weight computed by a constant subgraph (Neg of an initializer) is folded and pruned."""
+    b = Builder(7)
+    y = stem(b, 4)
+    w = b.op("Neg", [b.weight(5, 4, 1, 1)])
+    c = b.op("Conv", [y, w], kernel_shape=[1, 1])
+    m = b.model([head(b, c, 5)])
+    a = analyze_channels(m)
+    assert all(g.prunable for g in a.groups[:2]) and w in a.folded
     check_random_plans(m, plans=2)
 
 

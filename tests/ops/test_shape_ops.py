@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from archs import Builder, check_random_plans, head, stem
 
 from onnxprune.analysis.groups import analyze_channels
@@ -48,3 +49,37 @@ def test_constant_node_weights():
     m = b.model([head(b, y, 5)])
     a = check_random_plans(m, plans=4)
     assert a.groups[0].prunable
+
+
+def _size_as_value(kind: str):
+    b = Builder(5)
+    y = stem(b, 6)
+    if kind == "size":
+        count = b.op("Size", [y])
+    elif kind == "reduceprod":
+        count = b.op("ReduceProd", [b.op("Shape", [y])], keepdims=0)
+    else:  # the channel entry of the shape
+        count = b.op("Gather", [b.op("Shape", [y]), b.const_i64(1)], axis=0)
+    scaled = b.op("Mul", [y, b.op("Cast", [count], to=1)])
+    return b.model([head(b, scaled, 6)])
+
+
+@pytest.mark.parametrize("kind", ["size", "reduceprod", "channel_entry"])
+def test_shape_value_reaching_arithmetic_is_barrier(kind):
+    """Mul(y, Cast(Size(y))): pruning y would change the value, so y's channels are fixed."""
+    m = _size_as_value(kind)
+    a = analyze_channels(m)
+    assert not a.groups[0].prunable and "as a value" in a.groups[0].reason
+    assert any(b["op"] in ("Size", "Shape") for b in a.barriers)
+    check_random_plans(m, plans=2)
+
+
+def test_shape_entries_other_than_channels_are_values_freely():
+    """Shape(y)[2] (a spatial size) used as a value does not depend on the channel count."""
+    b = Builder(6)
+    y = stem(b, 6)
+    h = b.op("Gather", [b.op("Shape", [y]), b.const_i64(2)], axis=0)
+    scaled = b.op("Mul", [y, b.op("Cast", [h], to=1)])
+    m = b.model([head(b, scaled, 6)])
+    a = check_random_plans(m, plans=3)
+    assert a.groups[0].prunable and not a.barriers

@@ -1,0 +1,73 @@
+"""Issue 12: representative real-world graphs with dynamic H/W, analysed at ``--input-shape``
+sizes, pruned equal to their masked reference at two input sizes."""
+
+from __future__ import annotations
+
+import pytest
+import realworld_archs as rw
+
+from onnxprune.analysis.groups import analyze_channels
+from onnxprune.analysis.summary import count_macs, summarize
+from onnxprune.errors import OnnxPruneError
+from onnxprune.inputshapes import parse_input_shapes
+
+GRAPHS = {"yolov8_detector": rw.yolov8_detector}
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_representative_graph(name):
+    model, input_shapes, run_shapes = GRAPHS[name]()
+    analysis = rw.check_dynamic_plans(model, input_shapes, run_shapes, plans=3)
+    share = rw.prunable_share(analysis)
+    assert share >= 0.9, f"{name}: {share:.1%} of MACs prunable; barriers {analysis.barriers}"
+
+
+def test_dynamic_spatial_dims_need_an_input_shape():
+    model, input_shapes, _ = rw.yolov8_detector()
+    with pytest.raises(OnnxPruneError, match=r"input 'images' has a dynamic dimension 'height' "
+                                             r"at axis 2.*--input-shape images:D0,D1,D2,D3"):
+        analyze_channels(model)
+    with pytest.raises(OnnxPruneError, match="--input-shape"):
+        summarize(model)
+    small = count_macs(model, input_shapes=input_shapes)
+    big = count_macs(model, input_shapes={"images": (1, 3, 128, 128)})
+    assert big == 4 * small
+
+
+def test_input_shape_mismatches_are_one_line_errors():
+    model, _, _ = rw.yolov8_detector()
+    cases = [({"images": (1, 3, 64)}, "has rank 3 but input 'images' has rank 4"),
+             ({"images": (1, 4, 64, 64)}, "disagrees with the declared size 3"),
+             ({"image": (1, 3, 64, 64)}, "'image', which is not an input")]
+    for shapes, message in cases:
+        with pytest.raises(OnnxPruneError, match=message):
+            count_macs(model, input_shapes=shapes)
+    assert count_macs(model, input_shapes={"": (1, 3, 64, 64)}) > 0  # bare: the only input
+
+
+@pytest.mark.parametrize("values,expected", [
+    (("images:1,3,320,320",), {"images": (1, 3, 320, 320)}),
+    (("a:1,3,8,8", "b:1,4"), {"a": (1, 3, 8, 8), "b": (1, 4)}),
+    (("input_1:0:1,224,224,3",), {"input_1:0": (1, 224, 224, 3)}),
+    (("1,3,32,100",), {"": (1, 3, 32, 100)}),
+])
+def test_parse_input_shapes(values, expected):
+    assert parse_input_shapes(values) == expected
+
+
+@pytest.mark.parametrize("values,message", [
+    (("images:1,3,a,4",), "dimension 'a' is not a positive integer"),
+    (("images:1,3,0,4",), "dimension '0' is not a positive integer"),
+    (("images:",), "no dimensions"),
+    ((":1,3",), "empty input name"),
+    (("x:1,2", "x:1,3"), "given twice"),
+])
+def test_parse_input_shapes_refuses_bad_syntax(values, message):
+    with pytest.raises(OnnxPruneError, match=message):
+        parse_input_shapes(values)
+
+
+def test_bare_shape_needs_a_single_input():
+    assert parse_input_shapes(("1,3,8,8",), ["x"]) == {"x": (1, 3, 8, 8)}
+    with pytest.raises(OnnxPruneError, match="the model has 2 inputs"):
+        parse_input_shapes(("1,3,8,8",), ["x", "y"])
