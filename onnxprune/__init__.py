@@ -6,7 +6,7 @@ need them.
 
 __version__ = "0.1.0"
 
-_API = ("analyze", "prune", "compress", "validate", "bench", "CompressConfig")
+_API = ("analyze", "prune", "compress", "validate", "bench", "CompressConfig", "Preprocessing")
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from onnxprune.graph import ensure_node_names, load_model
 from onnxprune.pipeline import CompressConfig  # noqa: F401  (public)
+from onnxprune.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,8 @@ class ValidateConfig:
     fraction: float | None = None
     max_accuracy_drop: float | None = None  # percentage points
     min_agreement: float | None = None  # fraction 0..1 of matching top-1 classes
-    input_size: tuple[int, int] | None = None  # (H, W) for image folders with dynamic sizes
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    allow_small_eval: bool = False  # let thresholds pass on fewer than MIN_EVAL_SAMPLES samples
+    preprocessing: Preprocessing = Preprocessing()  # image-folder conventions
     threads: int | None = None
 
 
@@ -114,9 +114,7 @@ def validate(config: ValidateConfig) -> dict:
     dataset = load_dataset(
         config.data,
         input_shape=model_input_shape(original),
-        input_size=config.input_size,
-        mean=config.mean,
-        std=config.std,
+        prep=config.preprocessing,
         fraction=config.fraction,
         limit=config.limit,
         num_classes=model_num_classes(original),
@@ -129,6 +127,7 @@ def validate(config: ValidateConfig) -> dict:
         min_agreement=config.min_agreement,
         threads=config.threads,
         names=(str(config.original), str(config.pruned)),
+        allow_small_eval=config.allow_small_eval,
     )
 
 

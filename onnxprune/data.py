@@ -1,13 +1,14 @@
-"""Evaluation data for ``validate`` (and later ``compress``): a ``.npz`` file or an image folder.
+"""Data for ``compress`` and ``validate``: a ``.npz`` file or an image folder.
 
 numpy and Pillow only. Two layouts are accepted:
 
 - ``data.npz`` with a float array ``x`` already preprocessed in the model's input layout, and an
   optional integer array ``y`` of class labels. Pickled (object) arrays are never loaded.
-- a folder of images in class sub-folders (``root/<class>/<image>``): class names sorted give the
-  labels 0..K-1; each image is converted to the model's channel count (1 → "L", 3 → "RGB"),
-  resized to ``input_size`` (H, W), scaled to [0, 1], normalized ``(x - mean) / std`` per channel
-  and laid out NCHW.
+- a folder of images in class sub-folders (``root/<class>/<image>``): labels come from the class
+  names (a class list, integer folder names, or sorted names when the folders are exactly the
+  model's classes; see ``onnxprune.preprocess.label_map``); each image is converted to the model's
+  channel count (1 → "L", 3 → "RGB"), resized to (H, W), scaled, normalized per channel and laid
+  out as the model wants it (``onnxprune.preprocess``).
 
 Every problem is a one-line ``OnnxPruneError`` with exit code 2.
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.preprocess import (Preprocessing, geometry, label_map, read_class_names,
+                                  to_model_input)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 SUBSET_SEED = 0
@@ -36,7 +39,7 @@ class Dataset:
 
     x: np.ndarray
     y: np.ndarray | None = None
-    classes: tuple[str, ...] | None = None  # class folder names, for image folders
+    classes: tuple[str, ...] | None = None  # image folders: class names in label order
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -45,28 +48,32 @@ class Dataset:
 def load_dataset(
     path: str | os.PathLike,
     input_shape: Sequence[Dim] | None = None,
-    input_size: tuple[int, int] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    prep: Preprocessing | None = None,
     fraction: float | None = None,
     limit: int | None = None,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Dataset:
     """Load and check a dataset; ``input_shape`` is the model's input shape (batch dim included).
 
-    ``fraction`` (0 < f <= 1) and ``limit`` pick a deterministic subset (fixed-seed sample, kept in
-    file order). ``num_classes`` bounds the labels when known.
+    ``prep`` holds the image-folder conventions (``onnxprune.preprocess``). ``fraction``
+    (0 < f <= 1) and ``limit`` pick a deterministic subset (fixed-seed sample, kept in file
+    order). ``num_classes`` bounds the labels when known; ``class_names`` (label order, e.g. the
+    training folder's) maps an image folder's class folders by name.
     """
+    prep = prep or Preprocessing()
     path = Path(path)
     if not path.exists():
         raise OnnxPruneError(f"{path}: no such data file or folder")
     _check_subset_args(fraction, limit)
     if path.is_dir():
-        dataset = _load_image_folder(path, input_shape, input_size, mean, std, fraction, limit)
+        dataset = _load_image_folder(path, input_shape, prep, fraction, limit, num_classes,
+                                     class_names)
     elif path.suffix.lower() == ".npz":
-        if mean is not None or std is not None:
+        if not prep.is_default():
             raise OnnxPruneError(
-                f"{path}: mean/std apply to image folders only; .npz data must already be preprocessed"
+                f"{path}: image preprocessing options (--mean, --std, --preset, --layout, ...) apply "
+                f"to image folders only; .npz data must already be preprocessed"
             )
         dataset = _load_npz(path, fraction, limit)
     else:
@@ -141,76 +148,54 @@ def _labels(y: np.ndarray, path: Path) -> np.ndarray:
     raise OnnxPruneError(f"{path}: labels 'y' must be integers, got dtype {y.dtype}")
 
 
-def _image_geometry(input_shape, input_size) -> tuple[int, tuple[int, int] | None]:
-    """(channels, (H, W) or None) for an image folder, from the model's input shape."""
-    channels = 3
-    size = tuple(input_size) if input_size is not None else None
-    if input_shape is not None:
-        if len(input_shape) != 4:
-            raise OnnxPruneError(
-                f"image folders need a 4-D (NCHW) model input; the model's input has rank {len(input_shape)}"
-            )
-        if _static(input_shape[1]):
-            channels = int(input_shape[1])
-        if size is None and _static(input_shape[2]) and _static(input_shape[3]):
-            size = (int(input_shape[2]), int(input_shape[3]))
-    if channels not in (1, 3):
-        raise OnnxPruneError(f"image folders support 1 or 3 channels; the model expects {channels}")
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise OnnxPruneError(f"input size must be two positive integers (H, W), got {size}")
-    return channels, size
-
-
-def _image_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+def _image_files(root: Path) -> tuple[list[str], list[tuple[Path, str]]]:
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
         raise OnnxPruneError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
     files = []
-    for label, name in enumerate(classes):
+    for name in folders:
         for item in sorted((root / name).iterdir()):
             if item.is_file() and item.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append((item, label))
+                files.append((item, name))
     if not files:
         raise OnnxPruneError(f"{root}: no images found in its class sub-folders")
-    return classes, files
+    return folders, files
 
 
-def _load_image_folder(root, input_shape, input_size, mean, std, fraction, limit) -> Dataset:
+def _class_names(labels: dict[str, int], given: Sequence[str] | None) -> tuple[str, ...]:
+    """Class names in label order (a label no folder has gets its index as name)."""
+    if given is not None:
+        return tuple(given)
+    by_label = {v: k for k, v in labels.items()}
+    return tuple(by_label.get(i, str(i)) for i in range(max(labels.values()) + 1))
+
+
+def _load_image_folder(root, input_shape, prep: Preprocessing, fraction, limit, num_classes,
+                       class_names) -> Dataset:
     from PIL import Image
 
-    channels, size = _image_geometry(input_shape, input_size)
+    prep = prep.resolved()
+    layout, channels, size = geometry(input_shape, prep)
     if size is None:
         raise OnnxPruneError("the model's input size is dynamic; give the image size (--input-size H,W)")
-    mean_arr = _per_channel(mean, channels, 0.0, "mean")
-    std_arr = _per_channel(std, channels, 1.0, "std")
-    if np.any(std_arr <= 0):
-        raise OnnxPruneError(f"std must be positive, got {list(std_arr)}")
-    classes, files = _image_files(root)
+    folders, files = _image_files(root)
+    if class_names is None and prep.classes is not None:
+        class_names = read_class_names(prep.classes)
+    labels = label_map(folders, num_classes, class_names, root)
     files = [files[i] for i in subset_indices(len(files), fraction, limit)]
     mode = "L" if channels == 1 else "RGB"
-    x = np.empty((len(files), channels, size[0], size[1]), dtype=np.float32)
+    shape = (channels, size[0], size[1]) if layout == "nchw" else (size[0], size[1], channels)
+    x = np.empty((len(files), *shape), dtype=np.float32)
     for i, (file, _) in enumerate(files):
         try:
             with Image.open(file) as image:
                 image = image.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-                pixels = np.asarray(image, dtype=np.float32) / 255.0
+                pixels = np.asarray(image, dtype=np.float32)
         except Exception as exc:
             raise OnnxPruneError(f"{file}: cannot read image ({_short(exc)})") from None
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-        x[i] = (pixels - mean_arr[:, None, None]) / std_arr[:, None, None]
-    y = np.array([label for _, label in files], dtype=np.int64)
-    return Dataset(x=x, y=y, classes=tuple(classes))
-
-
-def _per_channel(values, channels: int, default: float, what: str) -> np.ndarray:
-    if values is None:
-        return np.full(channels, default, dtype=np.float32)
-    arr = np.asarray(list(values), dtype=np.float32)
-    if arr.size == 1:
-        return np.full(channels, float(arr[0]), dtype=np.float32)
-    if arr.size != channels:
-        raise OnnxPruneError(f"{what} has {arr.size} values but the model expects {channels} channels")
-    return arr
+        x[i] = to_model_input(pixels, prep, layout)
+    y = np.array([labels[name] for _, name in files], dtype=np.int64)
+    return Dataset(x=x, y=y, classes=_class_names(labels, class_names))
 
 
 def _check_dataset(dataset: Dataset, path: Path, input_shape, num_classes) -> None:
@@ -256,3 +241,20 @@ def _static(dim) -> bool:
 
 def _short(exc: BaseException) -> str:
     return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
+
+
+def holdout_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, held-out indices), disjoint and sorted: a seeded ``fraction`` of
+    ``count`` samples (at least one, and at least one left for training)."""
+    if count < 2:
+        raise OnnxPruneError(f"--data has {count} sample; holding out a part for the figures "
+                             f"needs at least 2 (or give --eval-data)")
+    held = min(count - 1, max(1, round(fraction * count)))
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def take(dataset: Dataset, indices: np.ndarray) -> Dataset:
+    """The samples at ``indices`` (labels and class names kept)."""
+    return Dataset(dataset.x[indices], None if dataset.y is None else dataset.y[indices],
+                   dataset.classes)

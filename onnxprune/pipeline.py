@@ -14,9 +14,10 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.gates.config import (CALIBRATION_SAMPLES, METHODS, RECALIBRATION_MODES,
+from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, RECALIBRATION_MODES,
                                      GateConfig)
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
+from onnxprune.preprocess import Preprocessing
 
 
 
@@ -29,6 +30,8 @@ class CompressConfig:
     target: float = 0.5
     data: str | None = None
     eval_data: str | None = None
+    holdout: float = HOLDOUT  # without eval_data: the seeded part of data held out for figures
+    allow_small_eval: bool = False
     report: str | None = None
     method: str = "autobot"
     beta: float = GateConfig.beta
@@ -40,12 +43,11 @@ class CompressConfig:
     recalibrate: bool = True
     recalibration: str = RECALIBRATION_MODES[0]
     calibration_samples: int = CALIBRATION_SAMPLES
-    round_to: int = 1
+    round_to: int | str = "auto"  # a channel multiple, or "auto" (select.auto_round_to)
+    exclude: tuple[str, ...] = ()  # node/tensor globs whose channels stay whole
     fraction: float | None = None
     limit: int | None = None
-    input_size: tuple[int, int] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    preprocessing: Preprocessing = Preprocessing()
     bench: bool = False
     provider: str = "auto"
     resume: bool = False
@@ -67,10 +69,13 @@ def _check_config(config: CompressConfig) -> None:
         raise OnnxPruneError(f"--recalibration must be one of {', '.join(RECALIBRATION_MODES)}")
     if not 0.0 < config.target <= 1.0:
         raise OnnxPruneError(f"--target must be in (0, 1], got {config.target}")
-    if min(config.iterations, config.batch_size, config.round_to,
-           config.calibration_samples) < 1:
-        raise OnnxPruneError("--iterations, --batch-size, --round-to and --calibration-samples "
-                             "must be positive")
+    round_to = 1 if config.round_to == "auto" else config.round_to
+    if not isinstance(round_to, int) or min(config.iterations, config.batch_size, round_to,
+                                            config.calibration_samples) < 1:
+        raise OnnxPruneError("--iterations, --batch-size, --round-to (or 'auto') and "
+                             "--calibration-samples must be positive")
+    if not 0.0 < config.holdout < 1.0:
+        raise OnnxPruneError(f"--holdout must be in (0, 1), got {config.holdout}")
     out = Path(config.output)
     if out.exists() and out.resolve() == Path(config.model).resolve() and not config.force:
         raise OnnxPruneError(f"{out}: refusing to overwrite the input model (use --force)")
@@ -78,25 +83,53 @@ def _check_config(config: CompressConfig) -> None:
         raise OnnxPruneError(f"{out.parent}: output folder does not exist")
 
 
-def _datasets(config: CompressConfig, model: onnx.ModelProto):
-    """Training/calibration data (or None for data-free) and held-out evaluation data."""
-    from onnxprune.data import load_dataset
+@dataclass(frozen=True)
+class Inputs:
+    """What each phase sees: training inputs (gates and calibration) and the evaluation set."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    mode: str  # the task loss, for the report
+    evaluation: object  # a Dataset
+    about: dict  # the evaluation set's source, size and indices, for the report
+    classes: tuple[str, ...] | None  # image folders: class names in label order
+
+
+def _inputs(config: CompressConfig, model: onnx.ModelProto) -> Inputs:
+    """Load --data and --eval-data; without --eval-data hold out a seeded part of --data that
+    neither gate training nor calibration sees; data-free: synthetic inputs, labelled so."""
+    from onnxprune.data import holdout_split, load_dataset, take
     from onnxprune.runtime.session import model_input_shape, model_num_classes
 
     shape, classes = model_input_shape(model), model_num_classes(model)
-    kwargs = dict(input_shape=shape, input_size=config.input_size, mean=config.mean,
-                  std=config.std, num_classes=classes)
+    kwargs = dict(input_shape=shape, prep=config.preprocessing, num_classes=classes)
     train = load_dataset(config.data, fraction=config.fraction, limit=config.limit,
                          **kwargs) if config.data else None
-    held_out = load_dataset(config.eval_data, **kwargs) if config.eval_data else None
-    return train, held_out, shape
+    names = train.classes if train is not None else None
+    evaluation = load_dataset(config.eval_data, class_names=names,
+                              **kwargs) if config.eval_data else None
+    about = {"source": "--eval-data", "path": config.eval_data}
+    if train is None:
+        x, mode = _synthetic_inputs(config, model, shape)
+        if evaluation is None:
+            from onnxprune.data import Dataset
+
+            train_idx, eval_idx = holdout_split(len(x), config.holdout, config.seed)
+            evaluation, x = Dataset(x[eval_idx]), x[train_idx]
+            about = {"source": "synthetic inputs (data-free): not a measure of accuracy"}
+        about["synthetic"] = config.eval_data is None
+        return Inputs(x, None, mode, evaluation, about, None)
+    mode = "cross-entropy on labels" if train.y is not None else "distillation (no labels)"
+    if evaluation is None:
+        train_idx, eval_idx = holdout_split(len(train), config.holdout, config.seed)
+        evaluation, train = take(train, eval_idx), take(train, train_idx)
+        about = {"source": f"held-out part of --data ({config.holdout:g}, seed {config.seed})",
+                 "path": config.data, "indices": eval_idx.tolist(),
+                 "training_indices": train_idx.tolist()}
+    return Inputs(train.x, train.y, mode, evaluation, about, train.classes)
 
 
-def _training_inputs(config, model, train, shape):
-    """Inputs (and labels) for gate training and calibration; synthetic when no data."""
-    if train is not None:
-        mode = "cross-entropy on labels" if train.y is not None else "distillation (no labels)"
-        return train.x, train.y, mode
+def _synthetic_inputs(config, model, shape):
     from onnxprune.gates.synthetic import synthesize
 
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
@@ -104,7 +137,7 @@ def _training_inputs(config, model, train, shape):
     _log(config, "onnxprune: warning: no --data given: running data-free on synthetic inputs; "
                  "real data gives better accuracy")
     x, how = synthesize(model, tuple(shape[1:]), seed=config.seed)
-    return x, None, f"data-free distillation ({how})"
+    return x, f"data-free distillation ({how})"
 
 
 def _checkpoint_path(config: CompressConfig) -> Path:
@@ -113,7 +146,8 @@ def _checkpoint_path(config: CompressConfig) -> Path:
 
 def _settings_key(config: CompressConfig) -> str:
     keep = {k: v for k, v in asdict(config).items()
-            if k not in ("report", "eval_data", "bench", "provider", "resume", "force", "quiet")}
+            if k not in ("report", "eval_data", "bench", "provider", "resume", "force", "quiet",
+                         "allow_small_eval", "max_accuracy_drop", "min_agreement")}
     return json.dumps(keep, sort_keys=True, default=str)
 
 
@@ -176,8 +210,8 @@ def kept_channels(analysis, keep: np.ndarray) -> dict[str, np.ndarray]:
 def compress(config: CompressConfig) -> dict:
     """Run the whole pipeline; returns the report (also written to ``config.report``)."""
     from onnxprune.analysis.groups import analyze_channels
-    from onnxprune.analysis.summary import count_macs, count_params
-    from onnxprune.select import select
+    from onnxprune.exclude import exclude_groups
+    from onnxprune.select import auto_round_to, select
     from onnxprune.surgery import prune_model
 
     _check_config(config)
@@ -185,35 +219,32 @@ def compress(config: CompressConfig) -> dict:
     loaded = load_model(config.model)
     model = loaded.model
     ensure_node_names(model)
-    train, held_out, shape = _datasets(config, model)
-    analysis = analyze_channels(model)
+    analysis, excluded = exclude_groups(analyze_channels(model), config.exclude)
     if not analysis.prunable_mask().any():
         raise OnnxPruneError("nothing to prune: no channel group is prunable "
-                             "(see 'onnxprune analyze' for the barriers)")
-    x, y, mode = _training_inputs(config, model, train, shape)
-    scores, notes, training = _scores(config, model, analysis, x, y)
-    selection = select(analysis, scores, config.target, config.round_to)
+                             "(see 'onnxprune analyze' for the barriers"
+                             + (", and --exclude" if excluded else "") + ")")
+    inputs = _inputs(config, model)
+    scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y)
+    round_to = (auto_round_to(analysis, _provider_kind(config.provider))
+                if config.round_to == "auto" else config.round_to)
+    selection = select(analysis, scores, config.target, round_to)
     pruned = prune_model(model, selection.plan(analysis))
-    recalibrated = []
-    if config.recalibrate:
-        from onnxprune.gates.recalibrate import recalibrate
-
-        pick = np.random.default_rng(config.seed).permutation(len(x))[:config.calibration_samples]
-        pruned, recalibrated = recalibrate(model, pruned, x[np.sort(pick)],
-                                           kept_channels(analysis, selection.keep),
-                                           mode=config.recalibration)
-    report = _report(config, model, pruned, analysis, selection, mode, notes, training,
-                     recalibrated, count_macs, count_params)
-    report["validation"] = _validate(config, model, pruned, held_out, train, x)
-    if held_out is not None and held_out.y is not None:
+    pruned, recalibrated, calibration = _recalibrate(config, model, pruned, analysis, selection,
+                                                     inputs)
+    report = _report(config, model, pruned, analysis, selection, inputs, notes, training,
+                     recalibrated)
+    report["excluded"] = excluded
+    report["round_to"] = round_to if isinstance(round_to, int) else {
+        "auto": sorted(set(round_to.values())) or [1], "groups": round_to}
+    report["evaluation"] = {**inputs.about, "samples": len(inputs.evaluation),
+                            "calibration_indices": calibration}
+    report["validation"] = _validate(config, model, pruned, inputs)
+    if inputs.evaluation.y is not None:
         report["accuracy_before"] = report["validation"]["accuracy_original"]
         report["accuracy_after"] = report["validation"]["accuracy_pruned"]
     if config.bench:
-        from onnxprune.runtime.bench import bench_models
-
-        report["benchmark"] = bench_models([model, pruned], provider=config.provider,
-                                           batches=(1, 32), iterations=30,
-                                           names=("original", "pruned"))
+        _bench(config, model, pruned, report)
     report["seconds"] = round(time.monotonic() - started, 2)
     save_model(pruned, config.output, external_data=loaded.used_external_data or None,
                force=config.force, protect=(config.model,))
@@ -224,45 +255,82 @@ def compress(config: CompressConfig) -> dict:
     return report
 
 
-def _report(config, model, pruned, analysis, selection, mode, notes, training, recalibrated,
-            count_macs, count_params) -> dict:
+def _provider_kind(provider: str) -> str:
+    """'cuda' for --provider cuda, else 'cpu' (auto may fall back to it; today both need 8)."""
+    return "cuda" if provider == "cuda" else "cpu"
+
+
+def _recalibrate(config, model, pruned, analysis, selection, inputs):
+    """(pruned model, recalibrated layer records, the calibration samples' indices in --data)."""
+    if not config.recalibrate:
+        return pruned, [], []
+    from onnxprune.gates.recalibrate import recalibrate
+
+    pick = np.sort(np.random.default_rng(config.seed).permutation(len(inputs.x))
+                   [:config.calibration_samples])
+    pruned, recalibrated = recalibrate(model, pruned, inputs.x[pick],
+                                       kept_channels(analysis, selection.keep),
+                                       mode=config.recalibration)
+    training = inputs.about.get("training_indices")
+    return pruned, recalibrated, (np.asarray(training)[pick].tolist() if training is not None
+                                  else pick.tolist())
+
+
+def _bench(config, model, pruned, report) -> None:
+    """Benchmark both models; flag every batch size where the pruned one is slower."""
+    from onnxprune.runtime.bench import bench_models
+
+    bench = bench_models([model, pruned], provider=config.provider, batches=(1, 32),
+                         iterations=30, names=("original", "pruned"))
+    report["benchmark"] = bench
+    slower = {batch: s["p50"] for batch, s in bench["models"][1]["speedup"].items()
+              if s.get("p50") is not None and s["p50"] < 1.0}
+    bench["slower_batches"] = sorted(slower)
+    for batch, speed in slower.items():
+        report["notes"].append(f"the pruned model is SLOWER than the original at batch {batch} "
+                               f"({speed:.2f}x, {bench['provider']}): see the per-node profile "
+                               f"(onnxprune report) and --round-to")
+
+
+def _report(config, model, pruned, analysis, selection, inputs, notes, training,
+            recalibrated) -> dict:
+    from onnxprune.analysis.summary import count_macs, count_params
+
     macs_after = count_macs(pruned)
     if macs_after != selection.macs:
         raise OnnxPruneError(f"internal: selected {selection.macs} MACs but the pruned graph has "
                              f"{macs_after}", exit_code=3)
     groups = [{"id": g.id, "kept": int(selection.keep[g.offset:g.offset + g.channels].sum()),
-               "total": g.channels, "prunable": g.prunable} for g in analysis.groups]
+               "total": g.channels, "prunable": g.prunable,
+               **({} if g.prunable else {"reason": g.reason})} for g in analysis.groups]
     odd = [g for g in groups if g["kept"] < g["total"] and g["kept"] % 8]
     if odd and config.round_to == 1:
         notes = [*notes, f"{len(odd)} pruned group(s) keep a channel count that is not a multiple "
                          f"of 8; ONNX Runtime's CPU kernels run such convs in a slower layout "
-                         f"(see README benchmarks): consider --round-to 8"]
+                         f"(see README benchmarks): consider --round-to auto"]
+    settings = {k: v for k, v in asdict(config).items() if k not in ("quiet",)}
     return {
         "model": config.model, "output": config.output, "method": config.method,
         "target": config.target, "macs_before": selection.macs_before, "macs_after": macs_after,
         "macs_ratio": macs_after / max(selection.macs_before, 1),
         "params_before": count_params(model), "params_after": count_params(pruned),
-        "groups": groups, "task_loss": mode, "recalibrated_convs": len(recalibrated),
-        "recalibration": recalibrated,
+        "groups": groups, "task_loss": inputs.mode, "recalibrated_convs": len(recalibrated),
+        "recalibration": recalibrated, "data_classes": inputs.classes,
         "threshold": selection.threshold, "notes": notes, "training": training,
-        "settings": {k: v for k, v in asdict(config).items() if k not in ("quiet",)},
+        "settings": settings,
     }
 
 
-def _validate(config, model, pruned, held_out, train, x):
-    from onnxprune.data import Dataset
+def _validate(config, model, pruned, inputs):
     from onnxprune.runtime.validate import validate_models
 
-    if held_out is None:  # agreement on a fixed random sample of the training inputs
-        pick = np.sort(np.random.default_rng(config.seed).permutation(len(x))[:256])
-        data = Dataset(x[pick], None)
-    else:
-        data = held_out
-    result = validate_models(model, pruned, data, provider=config.provider,
+    result = validate_models(model, pruned, inputs.evaluation, provider=config.provider,
                              names=("original", "pruned"),
                              max_accuracy_drop=config.max_accuracy_drop,
-                             min_agreement=config.min_agreement)
-    result["data"] = "eval-data" if held_out is not None else "training inputs (no --eval-data)"
+                             min_agreement=config.min_agreement,
+                             allow_small_eval=config.allow_small_eval,
+                             synthetic=bool(inputs.about.get("synthetic")))
+    result["data"] = inputs.about["source"]
     return result
 
 
@@ -294,11 +362,24 @@ def format_compress(report: dict) -> str:
         rows.append(("accuracy", f"{v['accuracy_original']:.2f}% -> {v['accuracy_pruned']:.2f}% "
                                  f"({v['data']})"))
     if v.get("agreement") is not None:
-        rows.append(("top-1 agreement", f"{100 * v['agreement']:.2f}%"))
+        rows.append(("top-1 agreement", f"{100 * v['agreement']:.2f}% ({v['data']})"))
+    ev = v.get("evidence") or {}
+    if ev:
+        ci = ev.get("agreement_ci")
+        rows.append(("evaluated on", f"{ev['samples']} samples"
+                     + (f", 95% CI of agreement {100 * ci[0]:.1f}..{100 * ci[1]:.1f}%" if ci else "")
+                     + (" (synthetic: not a measure of accuracy)" if ev.get("synthetic") else
+                        " (too few for a CI gate)" if ev.get("small") else "")))
+    excluded = report.get("excluded") or []
+    if excluded:
+        rows.append(("excluded", f"{sum(len(e['groups']) for e in excluded)} group(s) kept whole "
+                                 f"by --exclude"))
     bench = report.get("benchmark")
     if bench:
         for batch, speed in bench["models"][1]["speedup"].items():
-            rows.append((f"speedup batch {batch}", f"{speed['p50']:.2f}x ({bench['provider']})"))
+            slow = "  SLOWER" if speed["p50"] is not None and speed["p50"] < 1.0 else ""
+            rows.append((f"speedup batch {batch}",
+                         f"{speed['p50']:.2f}x ({bench['provider']}){slow}"))
     rows.append(("output", report["output"]))
     rows.append(("seconds", report["seconds"]))
     for note in report.get("notes", []):

@@ -9,6 +9,7 @@ graph will report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -84,21 +85,23 @@ class Unit(NamedTuple):
         return self.next is None or not keep[self.next].any()
 
 
-def _units(analysis: ChannelAnalysis, scores: np.ndarray, round_to: int):
-    """Per prunable group: channels sorted by score (desc, index asc) in chunks of ``round_to``."""
+def _units(analysis: ChannelAnalysis, scores: np.ndarray, round_to: int | Mapping[str, int]):
+    """Per prunable group: channels sorted by score (desc, index asc) in chunks of the group's
+    multiple (``round_to``, or ``round_to[group id]``, 1 for groups it does not name)."""
     mandatory, optional = [], []
     for g in analysis.groups:
         if not g.prunable:
             continue
         local = scores[g.offset:g.offset + g.channels]
         order = g.offset + np.lexsort((np.arange(g.channels), -local))
-        size = min(max(round_to, 1), g.channels)
+        multiple = round_to.get(g.id, 1) if isinstance(round_to, Mapping) else round_to
+        size = min(max(multiple, 1), g.channels)
         chunks = [order[i:i + size] for i in range(0, g.channels, size)]
-        if round_to > 1 and len(chunks[-1]) < size and len(chunks) > 1:
+        if size > 1 and len(chunks[-1]) < size and len(chunks) > 1:
             chunks[-2] = np.concatenate(chunks[-2:])  # a short tail rides with the last block
             chunks.pop()
         mandatory.append(chunks[0])
-        if round_to == 1:  # any subset is valid: no order between units
+        if size == 1:  # any subset is valid: no order between units
             optional.extend(Unit(float(scores[c[0]]), (g.offset, i), c, None, None)
                             for i, c in enumerate(chunks[1:], start=1))
             continue
@@ -112,7 +115,7 @@ def _units(analysis: ChannelAnalysis, scores: np.ndarray, round_to: int):
 
 
 def select(analysis: ChannelAnalysis, scores: np.ndarray, target: float,
-           round_to: int = 1) -> Selection:
+           round_to: int | Mapping[str, int] = 1) -> Selection:
     """Keep the best-scored channels so that MACs <= ``target`` x original, as close as possible."""
     if not 0.0 < target <= 1.0:
         raise OnnxPruneError(f"--target must be in (0, 1], got {target}")
@@ -140,6 +143,20 @@ def select(analysis: ChannelAnalysis, scores: np.ndarray, target: float,
     _swap_towards_target(counter, keep, optional, budget)
     macs = counter.macs(keep)
     return Selection(keep, int(round(macs)), int(round(before)), int(budget), threshold)
+
+
+FAST_MULTIPLE = {"cpu": 8, "cuda": 8}  # channel block of ORT's NCHWc CPU convs; tensor cores
+AUTO_MIN_BLOCKS = 2  # a group gets the multiple when it holds at least this many blocks
+
+
+def auto_round_to(analysis: ChannelAnalysis, provider: str) -> dict[str, int]:
+    """``--round-to auto``: the multiple the provider's fast kernels need, for every prunable
+    group that is a whole number of such blocks wide (it ran in the fast layout before pruning)
+    and at least ``AUTO_MIN_BLOCKS`` blocks wide (pruning can still remove one); 1 elsewhere."""
+    multiple = FAST_MULTIPLE["cuda" if provider == "cuda" else "cpu"]
+    return {g.id: multiple for g in analysis.groups
+            if g.prunable and g.channels % multiple == 0
+            and g.channels >= AUTO_MIN_BLOCKS * multiple}
 
 
 TOLERANCE = 0.005  # the selection aims for MACs within 0.5% below the target

@@ -39,7 +39,7 @@ def small_data(tmp_path_factory) -> tuple[Path, Path]:
 
 def _config(tmp_path: Path, data, **kwargs) -> CompressConfig:
     base = dict(model=str(VGG), output=str(tmp_path / "out.onnx"), target=0.5,
-                data=str(data) if data else None, iterations=6, batch_size=32,
+                data=str(data) if data else None, iterations=6, batch_size=32, round_to=1,
                 calibration_samples=128, quiet=True)
     base.update(kwargs)
     return CompressConfig(**base)

@@ -6,6 +6,7 @@ from PIL import Image
 
 from onnxprune.data import load_dataset, subset_indices
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
+from onnxprune.preprocess import Preprocessing
 
 SHAPE = ["N", 3, 8, 8]
 
@@ -113,7 +114,7 @@ def test_not_an_npz_and_missing_path(tmp_path):
 
 
 def test_mean_std_refused_for_npz(tmp_path):
-    _bad("image folders only", _npz(tmp_path, x=np.zeros((1, 3, 8, 8))), mean=[0.5])
+    _bad("image folders only", _npz(tmp_path, x=np.zeros((1, 3, 8, 8))), prep=Preprocessing(mean=(0.5,)))
 
 
 def _image(path, color, size=(12, 10), mode="RGB"):
@@ -127,7 +128,7 @@ def test_image_folder_shape_labels_normalization(tmp_path):
     _image(root / "cat" / "b.png", (255, 0, 0))
     _image(root / "dog" / "c.png", (0, 0, 255))
     (root / "dog" / "notes.txt").write_text("ignored")
-    data = load_dataset(root, input_shape=SHAPE, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], num_classes=2)
+    data = load_dataset(root, input_shape=SHAPE, prep=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), num_classes=2)
     assert data.x.shape == (3, 3, 8, 8) and data.x.dtype == np.float32
     assert data.y.tolist() == [0, 0, 1]
     assert data.classes == ("cat", "dog")
@@ -139,7 +140,7 @@ def test_image_folder_shape_labels_normalization(tmp_path):
 def test_image_folder_grayscale_and_explicit_size(tmp_path):
     root = tmp_path / "gray"
     _image(root / "a" / "x.png", (255, 0, 0))
-    data = load_dataset(root, input_shape=["N", 1, "H", "W"], input_size=(4, 6))
+    data = load_dataset(root, input_shape=["N", 1, "H", "W"], prep=Preprocessing(input_size=(4, 6)))
     assert data.x.shape == (1, 1, 4, 6)
     expected = round(0.299 * 255) / 255.0  # Pillow's "L" of pure red
     np.testing.assert_allclose(data.x, expected, atol=2 / 255)
@@ -154,7 +155,8 @@ def test_image_folder_errors(tmp_path):
     _image(tmp_path / "three" / "a" / "x.png", (1, 2, 3))
     _image(tmp_path / "three" / "b" / "y.png", (1, 2, 3))
     _image(tmp_path / "three" / "c" / "z.png", (1, 2, 3))
-    _bad("label 2 is out of range", tmp_path / "three", input_shape=SHAPE, num_classes=2)
+    _bad("3 class folders but the model has 2 classes", tmp_path / "three", input_shape=SHAPE,
+         num_classes=2)
     _bad("--input-size", tmp_path / "three", input_shape=["N", 3, "H", "W"])
-    _bad("std has 2 values", tmp_path / "three", input_shape=SHAPE, std=[0.5, 0.5])
+    _bad("std has 2 values", tmp_path / "three", input_shape=SHAPE, prep=Preprocessing(std=(0.5, 0.5)))
     _bad("1 or 3 channels", tmp_path / "three", input_shape=["N", 4, 8, 8])

@@ -23,3 +23,5 @@ class GateConfig:
 METHODS = ("autobot", "l1", "bn-scale", "random")  # how channels are scored
 CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selection
 RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching
+HOLDOUT = 0.1  # without --eval-data: the seeded part of --data held out for the figures
+MIN_EVAL_SAMPLES = 200  # fewer evaluation samples: figures flagged, thresholds fail closed

@@ -15,6 +15,9 @@
   output, pruned against original (``rel_max_abs = max_abs / max |original|``; a statistic that
   is undefined or not finite is null)
 - ``thresholds``: ``{max_accuracy_drop (points), min_agreement (fraction)}``, null when unset
+- ``evidence``: ``{samples, min_samples, small, synthetic, agreement_ci, accuracy_pruned_ci}``:
+  the 95% Wilson intervals of the figures; on fewer than ``min_samples`` samples (or synthetic
+  inputs) a set threshold fails closed unless ``allow_small_eval`` (never for synthetic inputs)
 - ``passed``: every threshold holds; ``failures``: one message per threshold that does not
 """
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from onnxprune.data import Dataset
 from onnxprune.errors import OnnxPruneError
+from onnxprune.gates.config import MIN_EVAL_SAMPLES
 from onnxprune.runtime.session import ModelLike, RuntimeSession, create_session, run_batches
 
 
@@ -37,6 +41,9 @@ def validate_models(
     min_agreement: float | None = None,
     threads: int | None = None,
     names: tuple[str, str] | None = None,
+    min_samples: int = MIN_EVAL_SAMPLES,
+    allow_small_eval: bool = False,
+    synthetic: bool = False,
 ) -> dict:
     """Run both models on ``dataset`` and compare them; see the module docstring for the keys."""
     _check_thresholds(max_accuracy_drop, min_agreement)
@@ -65,6 +72,8 @@ def validate_models(
         result["outputs"][name] = error_stats(a, b)
     result["thresholds"] = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement}
     failures = _threshold_failures(result, max_accuracy_drop, min_agreement)
+    result["evidence"] = evidence(result, min_samples, synthetic)
+    failures += _evidence_failures(result["evidence"], result["thresholds"], allow_small_eval)
     result["passed"] = not failures
     result["failures"] = failures
     return result
@@ -179,6 +188,46 @@ def _threshold_failures(result: dict, max_accuracy_drop, min_agreement) -> list[
     return failures
 
 
+def wilson_interval(fraction: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion measured on ``n`` samples."""
+    if n <= 0:
+        return (0.0, 1.0)
+    denom = 1.0 + z * z / n
+    centre = (fraction + z * z / (2 * n)) / denom
+    half = z * np.sqrt(fraction * (1 - fraction) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+
+
+def evidence(result: dict, min_samples: int, synthetic: bool) -> dict:
+    """How much the figures of ``result`` can be trusted: sample count and 95% intervals."""
+    n = result["samples"]
+    out = {"samples": n, "min_samples": min_samples, "small": n < min_samples,
+           "synthetic": synthetic, "agreement_ci": None, "accuracy_pruned_ci": None}
+    if result.get("agreement") is not None:
+        out["agreement_ci"] = wilson_interval(result["agreement"], n)
+    if result.get("accuracy_pruned") is not None:
+        low, high = wilson_interval(result["accuracy_pruned"] / 100.0, n)
+        out["accuracy_pruned_ci"] = (100.0 * low, 100.0 * high)
+    return out
+
+
+def _evidence_failures(ev: dict, thresholds: dict, allow_small: bool) -> list[str]:
+    """Thresholds fail closed on synthetic inputs, and on too few samples unless allowed."""
+    wanted = [f"--{k.replace('_', '-')}" for k, v in thresholds.items() if v is not None]
+    if not wanted:
+        return []
+    if ev["synthetic"]:
+        return [f"{' and '.join(wanted)} cannot pass on synthetic inputs (data-free mode): "
+                f"give --eval-data with real samples"]
+    if ev["small"] and not allow_small:
+        ci = ev["agreement_ci"]
+        spread = f" (95% CI of agreement {ci[0]:.2f}..{ci[1]:.2f})" if ci else ""
+        return [f"only {ev['samples']} evaluation samples{spread}, fewer than "
+                f"{ev['min_samples']}: too few for {' and '.join(wanted)}; give more data, "
+                f"--eval-data, or --allow-small-eval"]
+    return []
+
+
 def _fmt(value, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
@@ -197,6 +246,13 @@ def format_validation(result: dict) -> str:
         )
     if result["agreement"] is not None:
         lines.append(f"agreement: {100 * result['agreement']:.2f}% top-1")
+    ev = result.get("evidence") or {}
+    if ev.get("synthetic"):
+        lines.append("evidence : synthetic inputs (data-free): not a measure of accuracy")
+    elif ev.get("small"):
+        ci = ev.get("agreement_ci")
+        lines.append(f"evidence : only {ev['samples']} samples" + (
+            f"; 95% CI of agreement {100 * ci[0]:.1f}%..{100 * ci[1]:.1f}%" if ci else ""))
     width = max([len("output")] + [len(n) for n in result["outputs"]])
     lines.append("")
     lines.append(f"{'output':<{width}}  {'max_abs':>10}  {'mean_abs':>10}  {'cosine':>9}  {'rel_max_abs':>11}")

@@ -129,9 +129,9 @@ def test_cli_bad_arguments(model_files):
     both = _invoke("bench", model_files["original"], "--iterations", "2", "--duration", "1")
     _one_line_error(both, 2, "either --iterations or --duration")
     batches = _invoke("bench", model_files["original"], "--batch", "1,x")
-    _one_line_error(batches, 2, "--batch must be a comma-separated list")
+    _one_line_error(batches, 2, "'--batch'", "expected batch sizes", "'1,x'")
     zero = _invoke("bench", model_files["original"], "--batch", "0")
-    _one_line_error(zero, 2, "batch sizes must be positive")
+    _one_line_error(zero, 2, "'--batch'", "positive batch sizes")
 
 
 def test_unloadable_model_is_bad_input():

@@ -13,7 +13,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.runtime.session import create_session, run_batches
 from onnxprune.runtime.validate import error_stats, format_validation, validate_models
 
-KEYS = {"original", "pruned", "samples", "provider", "accuracy_original", "accuracy_pruned",
+KEYS = {"original", "pruned", "samples", "provider", "evidence", "accuracy_original", "accuracy_pruned",
         "accuracy_drop", "agreement", "outputs", "thresholds", "passed", "failures"}
 
 
@@ -61,7 +61,8 @@ def test_pruned_model_differs_with_finite_stats(npz_data):
 def test_negated_model_fails_thresholds(npz_data):
     data = load_dataset(npz_data)
     result = validate_models(conv_classifier(), conv_classifier(negated_weights()), data,
-                             provider="cpu", max_accuracy_drop=1.0, min_agreement=0.9)
+                             provider="cpu", max_accuracy_drop=1.0, min_agreement=0.9,
+                             allow_small_eval=True)
     assert result["agreement"] == 0.0 and result["accuracy_drop"] == 100.0
     assert not result["passed"] and len(result["failures"]) == 2
     assert result["thresholds"] == {"max_accuracy_drop": 1.0, "min_agreement": 0.9}
@@ -87,7 +88,7 @@ def test_static_batch_model_is_padded(tmp_path):
 def test_cli_pass_json(model_files, npz_data):
     result = _invoke("validate", model_files["original"], model_files["original"], "--data", npz_data,
                      "--json", "--provider", "cpu", "--max-accuracy-drop", "0.5",
-                     "--min-agreement", "0.99", "--batch-size", "8")
+                     "--min-agreement", "0.99", "--batch-size", "8", "--allow-small-eval")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) == KEYS and report["passed"] is True
@@ -123,7 +124,7 @@ def test_cli_output_rank_mismatch_is_bad_input(model_files, npz_data):
 def test_cli_bad_threshold_and_missing_labels(model_files, npz_data, tmp_path):
     result = _invoke("validate", model_files["original"], model_files["pruned"], "--data", npz_data,
                      "--min-agreement", "95")
-    _one_line_error(result, 2, "--min-agreement is a fraction between 0 and 1")
+    _one_line_error(result, 2, "'--min-agreement'", "[0, 1]", "'95'")
     unlabelled = tmp_path / "nolabels.npz"
     np.savez(unlabelled, x=np.zeros((3, 3, 8, 8), dtype=np.float32))
     result = _invoke("validate", model_files["original"], model_files["pruned"], "--data",
@@ -148,3 +149,24 @@ def test_run_batches_rejects_zero_batch_size():
     with pytest.raises(OnnxPruneError, match="batch size must be at least 1") as info:
         run_batches(session, np.zeros((1, 3, 8, 8), np.float32), batch_size=0)
     assert info.value.exit_code == 2
+
+
+def test_small_evaluation_set_fails_closed_unless_allowed(model_files, npz_data):
+    """20 samples: the thresholds hold, but the figure is too thin for a CI gate."""
+    argv = ("validate", model_files["original"], model_files["original"], "--data", npz_data,
+            "--provider", "cpu", "--min-agreement", "0.9")
+    line = _one_line_error(_invoke(*argv), 1, "only 20 evaluation samples", "--allow-small-eval")
+    assert "95% ci" in line.lower()
+    assert _invoke(*argv, "--allow-small-eval").exit_code == 0
+    report = json.loads(_invoke(*argv[:-2], "--json").stdout)  # no threshold: nothing fails
+    assert report["passed"] and report["evidence"]["small"] and report["evidence"]["samples"] == 20
+    low, high = report["evidence"]["agreement_ci"]
+    assert 0.8 < low < 1.0 == high  # Wilson interval of 20/20
+
+
+def test_wilson_interval_narrows_with_samples():
+    from onnxprune.runtime.validate import wilson_interval
+
+    small, large = wilson_interval(0.9, 20), wilson_interval(0.9, 2000)
+    assert small[0] < large[0] < 0.9 < large[1] < small[1]
+    assert wilson_interval(0.9, 2000)[1] - wilson_interval(0.9, 2000)[0] < 0.03
