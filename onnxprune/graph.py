@@ -68,6 +68,8 @@ def load_model(path: str | os.PathLike, check_weights: bool = True) -> LoadedMod
     if model.ir_version <= 0:
         raise OnnxPruneError(f"{path}: not a valid ONNX model (no ir_version)")
     check_structure(model, str(path))
+    if _list_ir3_initializers(model):
+        data = model.SerializeToString()
     external = _external_tensors(model)
     files: tuple[Path, ...] = ()
     if external:
@@ -83,6 +85,19 @@ def load_model(path: str | os.PathLike, check_weights: bool = True) -> LoadedMod
     _LOADED_FILES.update(files)
     return LoadedModel(model=model, path=path, used_external_data=bool(external),
                        external_files=files)
+
+
+def _list_ir3_initializers(model: onnx.ModelProto) -> bool:
+    """IR 3 lists every initializer among the graph inputs; exporters that did not are accepted
+    by adding the missing inputs (in place; the normative IR-3 form). True when any was added."""
+    if model.ir_version >= 4:
+        return False
+    listed = {i.name for i in model.graph.input}
+    missing = [t for t in model.graph.initializer if t.name not in listed]
+    for tensor in missing:
+        model.graph.input.append(onnx.helper.make_tensor_value_info(
+            tensor.name, tensor.data_type, list(tensor.dims)))
+    return bool(missing)
 
 
 def _read_model_file(path: Path) -> bytes:

@@ -1,5 +1,8 @@
 """The one MAC formula: multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch 1.
 
+Their quantized forms (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count the same
+multiply-accumulates, read from the inputs that hold their data and weight.
+
 Each counted node gives a ``MacExpr``: ``coeff * size(reduce) * size(out)``, where ``reduce`` is
 the (tensor, axis) of the input channels the node sums over and ``out`` the (tensor, axis) of its
 output channels. ``analyze`` evaluates it with the real sizes, gate training with soft sizes
@@ -17,7 +20,10 @@ import onnx
 from onnxprune.errors import OnnxPruneError
 
 Axis = tuple[str, int]  # (tensor name, axis)
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "QLinearConv",
+           "MatMulInteger", "QLinearMatMul")
+# (data input, weight input) of each MAC op whose operands are not inputs 0 and 1
+OPERANDS = {"QLinearConv": (0, 3), "QLinearMatMul": (0, 3)}
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,19 @@ def mac_expr(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> Mac
     rule = _RULES.get(node.op_type)
     if rule is None or node.domain not in ("", "ai.onnx"):
         return None
-    needed = [n for n in (*node.input[:2], node.output[0]) if n]
+    x, w = (node.input[i] if len(node.input) > i else "" for i in OPERANDS.get(
+        node.op_type, (0, 1)))
+    needed = [n for n in (x, w, node.output[0]) if n]
     missing = [n for n in needed if n not in shapes]
     if missing:
         raise OnnxPruneError(
             f"cannot count MACs of {node.op_type} node '{node.name}': shape of '{missing[0]}' unknown"
         )
-    return rule(node, shapes)
+    return rule(node, shapes, x, w)
 
 
-def _conv(node: onnx.NodeProto, shapes) -> MacExpr:
-    x, w, y = node.input[0], node.input[1], node.output[0]
+def _conv(node: onnx.NodeProto, shapes, x: str, w: str) -> MacExpr:
+    y = node.output[0]
     cin = shapes[x][1]
     kernel = math.prod(shapes[w][2:])
     spatial = math.prod(shapes[y][2:])
@@ -73,8 +81,8 @@ def _conv(node: onnx.NodeProto, shapes) -> MacExpr:
     return MacExpr(node.name, node.op_type, spatial * kernel * (cin // group), None, (y, 1))
 
 
-def _conv_transpose(node: onnx.NodeProto, shapes) -> MacExpr:
-    x, w, y = node.input[0], node.input[1], node.output[0]
+def _conv_transpose(node: onnx.NodeProto, shapes, x: str, w: str) -> MacExpr:
+    y = node.output[0]
     cout = shapes[y][1]
     kernel = math.prod(shapes[w][2:])
     spatial = math.prod(shapes[x][2:])
@@ -84,15 +92,15 @@ def _conv_transpose(node: onnx.NodeProto, shapes) -> MacExpr:
     return MacExpr(node.name, node.op_type, spatial * kernel * (cout // group), (x, 1), None)
 
 
-def _gemm(node: onnx.NodeProto, shapes) -> MacExpr:
-    a, y = node.input[0], node.output[0]
+def _gemm(node: onnx.NodeProto, shapes, a: str, b: str) -> MacExpr:
+    y = node.output[0]
     k_axis = 0 if int(attr(node, "transA", 0)) else 1
     rows = shapes[y][0]
     return MacExpr(node.name, node.op_type, rows, (a, k_axis), (y, 1))
 
 
-def _matmul(node: onnx.NodeProto, shapes) -> MacExpr:
-    a, b, y = node.input[0], node.input[1], node.output[0]
+def _matmul(node: onnx.NodeProto, shapes, a: str, b: str) -> MacExpr:
+    y = node.output[0]
     a_shape, y_shape = shapes[a], shapes[y]
     if len(a_shape) == 1 or len(shapes[b]) == 1:
         # vector operands: MACs = prod(out) * K, no channel axis on one side
@@ -102,11 +110,15 @@ def _matmul(node: onnx.NodeProto, shapes) -> MacExpr:
     return MacExpr(node.name, node.op_type, rows, (a, len(a_shape) - 1), (y, len(y_shape) - 1))
 
 
-_RULES: dict[str, Callable[[onnx.NodeProto, Mapping], MacExpr]] = {
+_RULES: dict[str, Callable[[onnx.NodeProto, Mapping, str, str], MacExpr]] = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
     "Gemm": _gemm,
     "MatMul": _matmul,
+    "ConvInteger": _conv,
+    "QLinearConv": _conv,
+    "MatMulInteger": _matmul,
+    "QLinearMatMul": _matmul,
 }
 
 

@@ -124,6 +124,8 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, check: bool) -> onnx.Mod
     for prop in original.metadata_props:
         pruned.metadata_props.add().CopyFrom(prop)
     del pruned.graph.value_info[:]
+    if pruned.ir_version < 4:
+        _list_initializers_as_inputs(pruned.graph)
     try:
         pruned = onnx.shape_inference.infer_shapes(pruned, strict_mode=True)
         if check:
@@ -132,6 +134,16 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, check: bool) -> onnx.Mod
         raise OnnxPruneError(f"surgery produced an invalid graph (a bug): "
                              f"{' '.join(str(exc).split())[:300]}", exit_code=3) from None
     return pruned
+
+
+def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
+    """IR 3: every initializer is also a graph input, with its (possibly sliced) shape."""
+    inits = {t.name: t for t in graph.initializer}
+    real = [i for i in graph.input if i.name not in inits]
+    del graph.input[:]
+    graph.input.extend(real)
+    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                       for t in inits.values())
 
 
 def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
@@ -144,6 +156,7 @@ def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
     channel_kept = keep_mask(analysis, keep)
     shapes = analysis.shapes
     graph = analysis.graph
+    elem_types = _elem_types(model)
     nodes = {n.name: n for n in graph.nodes}
     for number, read in enumerate(analysis.reads):
         channels = analysis.channel_of_atom[read.ids]
@@ -153,7 +166,7 @@ def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
         node = nodes[read.node]
         tensor = node.inputs[read.index]
         rank = len(shapes[tensor.name])
-        dtype = _float_dtype(tensor, model)
+        dtype = _float_dtype(tensor, elem_types)
         shape = [1] * rank
         shape[read.axis] = len(mask)
         const = gs.Constant(f"onnxprune_mask_{number}", mask.astype(dtype).reshape(shape))
@@ -165,16 +178,29 @@ def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
     return _export(graph, model, check=True)
 
 
-def _float_dtype(tensor: gs.Tensor, model: onnx.ModelProto):
+def _float_dtype(tensor: gs.Tensor, elem_types: dict[str, int]):
+    """The element type of a tensor that a mask multiplies (float32 when nothing says)."""
     if tensor.dtype is not None:
         try:
             return np.dtype(tensor.dtype)
         except TypeError:
             pass
-    for init in model.graph.initializer:
-        if init.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT):
-            return onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+    elem = elem_types.get(tensor.name)
+    if elem:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem)
     return np.dtype(np.float32)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Every tensor's element type from onnx's (lenient) type inference."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return {}
+    graph = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info,
+                                                           *graph.output)
+            if v.type.HasField("tensor_type")}
 
 
 def plan_macs(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],

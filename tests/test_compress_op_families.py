@@ -18,7 +18,6 @@ from onnx import numpy_helper
 
 import onnxprune
 from onnxprune.analysis.groups import analyze_channels
-from onnxprune.errors import OnnxPruneError
 from onnxprune.pipeline import CompressConfig
 
 FAMILIES = ("conv", "elementwise", "gemm", "normalization", "pooling", "reshape", "resize_pad",
@@ -225,10 +224,6 @@ def test_compress_runs_on_the_family(tmp_path, data, family, method):
     assert report["macs_after"] <= 0.6 * report["macs_before"]
 
 
-@pytest.mark.xfail(strict=True, raises=OnnxPruneError, reason=(
-    "onnx 1.23 shape inference gives GroupNormalization outputs no type and fails on "
-    "MeanVarianceNormalization's function body in strict mode; analysis/shapes.py runs it strict, "
-    "so a model with either op is refused as 'shape inference failed'"))
 @pytest.mark.parametrize("op", ["GroupNormalization", "MeanVarianceNormalization"])
 def test_analysis_reads_models_with_mixing_norms(op):
     analysis = analyze_channels(_mixing_norm(op))

@@ -190,13 +190,14 @@ class Context:
 
         self.fixup(node, apply)
 
-    def barrier(self, node: gs.Node, reason: str, tensors=None) -> None:
-        """Block every tracked input (or ``tensors``) of ``node`` and report it by name."""
+    def barrier(self, node: gs.Node, reason: str, tensors=None, listed: bool = False) -> None:
+        """Block every tracked input (or ``tensors``) of ``node`` and report it by name (also
+        when nothing tracked reaches it, with ``listed``)."""
         tensors = node.inputs if tensors is None else tensors
         touched = [t for t in tensors if self.get(t) is not None]
         for tensor in touched:
             self.space.block(self.get(tensor).ids, f"{node.op} '{node.name}': {reason}")
-        if touched:
+        if touched or listed:
             self.barriers.append({"op": node.op, "node": node.name, "reason": reason})
 
 
@@ -219,13 +220,19 @@ def _own_constant(node: gs.Node, index: int, values: np.ndarray) -> None:
     node.inputs[index] = clone
 
 
-def run_rules(ctx: Context, rules: dict) -> None:
-    """Walk the nodes in topological order and apply each op's rule (or a barrier)."""
+def run_rules(ctx: Context, rules: dict, named_barriers: dict[str, str] | None = None) -> None:
+    """Walk the nodes in topological order and apply each op's rule (or a barrier).
+
+    ``named_barriers`` (op type -> reason) are barriers listed wherever they occur."""
     for node in ctx.graph.nodes:
         outer = _outer_scope_reads(ctx, node)
         if outer:
             ctx.barrier(node, "read inside a subgraph (control flow)", outer)
-        rule = rules.get(node.op) if node.domain in ("", "ai.onnx", None) else None
+        default = node.domain in ("", "ai.onnx", None)
+        rule = rules.get(node.op) if default else None
+        if rule is None and default and node.op in (named_barriers or {}):
+            ctx.barrier(node, named_barriers[node.op], listed=True)
+            continue
         if rule is None:
             what = f"op '{node.op}'" + (f" of domain '{node.domain}'" if node.domain else "")
             ctx.barrier(node, f"{what} is not understood by the channel analysis")

@@ -19,7 +19,8 @@ import onnx
 from onnx import numpy_helper
 
 _NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-               "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct"}
+               "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct",
+               "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}  # QDQ stays QDQ
 _PASS_THROUGH = {"Identity"}  # ctx.const reads through these already
 _NARROW = {onnx.TensorProto.FLOAT16}  # bf16 weights stay folded to their Cast's type
 _MAX_FOLDED_BYTES = 1 << 31

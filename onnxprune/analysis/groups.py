@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.analysis.channels import Context, Fixup, Member, Read, run_rules
 from onnxprune.analysis.folding import fold_weight_paths
+from onnxprune.analysis.quantized import QUANTIZED_BARRIERS
 from onnxprune.analysis.shapes import fold_shape_values, infer_shapes
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import opset_version
@@ -89,6 +90,28 @@ class ChannelAnalysis:
         keep = np.ones(self.total_channels, dtype=bool) if keep is None else keep
         return int(round(sum(_term_value(t, keep.astype(np.float64)) for t in self.mac_terms)))
 
+    def why_nothing_prunable(self) -> str | None:
+        """Why no group is prunable, in one line a user can act on (None when one is)."""
+        if any(g.prunable for g in self.groups):
+            return None
+        quantized = [b for b in self.barriers if b["op"] in QUANTIZED_BARRIERS]
+        if quantized:
+            first = quantized[0]
+            return (f"the model is quantized ({len(quantized)} quantized node(s), first "
+                    f"{first['op']} '{first['node']}'): {first['reason'].split(': ', 1)[-1]}")
+        if not self.groups:
+            computed = [b for b in self.barriers if "not constant" in b["reason"]]
+            if computed:
+                first = computed[0]
+                return (f"no channel group: the weights of {len(computed)} node(s) are computed "
+                        f"at run time (first {first['op']} '{first['node']}': {first['reason']})")
+            return ("no channel group: the graph has no Conv, ConvTranspose, Gemm or MatMul "
+                    "with constant weights")
+        reasons = list(dict.fromkeys(g.reason for g in self.groups if g.reason))
+        more = f" (and {len(reasons) - 2} other reasons)" if len(reasons) > 2 else ""
+        return (f"all {len(self.groups)} channel group(s) are blocked: "
+                f"{'; '.join(reasons[:2])}{more}")
+
     def prunable_macs(self) -> int:
         """MACs of the nodes that read or write at least one prunable channel."""
         prunable = self.prunable_mask()
@@ -141,7 +164,7 @@ def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None,
     graph = gs.import_onnx(model)
     ctx = Context(graph=graph, shapes=shapes, opset=opset_version(model),
                   folded=fold_shape_values(model, shapes))
-    run_rules(ctx, RULES)
+    run_rules(ctx, RULES, QUANTIZED_BARRIERS)
     groups, channel_of_atom = _build_groups(ctx)
     terms = _mac_terms(model, ctx, channel_of_atom)
     source_atoms: dict[str, list[int]] = {}

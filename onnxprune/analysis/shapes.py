@@ -9,6 +9,7 @@ import onnx
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputshapes import resolve_names
+from onnxprune.macs import OPERANDS, MAC_OPS
 
 Shape = tuple[int, ...]
 
@@ -201,13 +202,28 @@ def _inject(model: onnx.ModelProto, folded: dict[str, np.ndarray]) -> None:
     model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in folded.items())
 
 
+# ops onnx 1.23's strict inference cannot pass (GroupNormalization's output gets no type,
+# MeanVarianceNormalization's function body fails); each keeps its input's shape and type
+_SHAPE_PRESERVING_STAND_INS = {"GroupNormalization", "MeanVarianceNormalization"}
+
+
+def _stand_ins(fixed: onnx.ModelProto) -> None:
+    """Replace those ops by Identity of their input, on the inference copy only (in place)."""
+    for index, node in enumerate(fixed.graph.node):
+        if node.op_type in _SHAPE_PRESERVING_STAND_INS and node.domain in ("", "ai.onnx") \
+                and node.input and node.output:
+            fixed.graph.node[index].CopyFrom(onnx.helper.make_node(
+                "Identity", [node.input[0]], [node.output[0]], name=node.name))
+
+
 def _infer_once(fixed: onnx.ModelProto, model: onnx.ModelProto) -> dict[str, Shape]:
+    _stand_ins(fixed)
     try:
         # strict: a type or shape error in the model is bad input here, not a surgery bug later
         inferred = onnx.shape_inference.infer_shapes(fixed, check_type=True, strict_mode=True,
                                                      data_prop=True)
     except Exception as exc:
-        raise OnnxPruneError(f"shape inference failed: {' '.join(str(exc).split())[:300]}") from None
+        raise OnnxPruneError(_inference_error(exc)) from None
     shapes: dict[str, Shape] = {}
     for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         shape = _concrete(value)
@@ -223,7 +239,19 @@ def _infer_once(fixed: onnx.ModelProto, model: onnx.ModelProto) -> dict[str, Sha
     return shapes
 
 
-_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+def _inference_error(exc: Exception) -> str:
+    """Strict inference's complaint as one line that names the node first."""
+    import re
+
+    text = " ".join(str(exc).split())
+    found = re.search(r"\(op_type:(\w+), node name: ([^)]*)\): (?:\[\w+\] )?(.*)", text)
+    if found:
+        op, node, why = found.groups()
+        return f"invalid graph: {op} node '{node}': {why[:240]} (strict shape inference)"
+    return f"shape inference failed: {text[:300]}"
+
+
+_MAC_OPS = set(MAC_OPS)
 
 
 def _check_channels(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
@@ -247,8 +275,9 @@ def _explain_unknown(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
     for node in model.graph.node:
         if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx"):
             continue
-        missing = next((n for n in (*node.input[:2], *node.output[:1]) if n and n not in shapes),
-                       None)
+        operands = [node.input[i] for i in OPERANDS.get(node.op_type, (0, 1))
+                    if i < len(node.input)]
+        missing = next((n for n in (*operands, *node.output[:1]) if n and n not in shapes), None)
         if missing is None:
             continue
         culprit = producer.get(missing)

@@ -7,10 +7,10 @@ from onnxprune.ops import register
 
 def _weight_ok(ctx, node) -> bool:
     if ctx.const(node.inputs[1]) is None:
-        ctx.barrier(node, "weights are not constant")
+        ctx.barrier(node, "weights are not constant", listed=True)
         return False
     if len(node.inputs) > 2 and node.inputs[2].name and ctx.const(node.inputs[2]) is None:
-        ctx.barrier(node, "bias is not constant")
+        ctx.barrier(node, "bias is not constant", listed=True)
         return False
     return True
 

@@ -10,7 +10,7 @@ def gemm(ctx, node):
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     if ctx.const(b) is None or (c is not None and ctx.const(c) is None):
-        ctx.barrier(node, "weights are not constant")
+        ctx.barrier(node, "weights are not constant", listed=True)
         return
     if int(node.attrs.get("transA", 0)):
         ctx.barrier(node, "transA=1 is not supported")

@@ -3,6 +3,7 @@ sizes, pruned equal to their masked reference at two input sizes."""
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import realworld_archs as rw
 
@@ -11,7 +12,9 @@ from onnxprune.analysis.summary import count_macs, summarize
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputshapes import parse_input_shapes
 
-GRAPHS = {"yolov8_detector": rw.yolov8_detector}
+GRAPHS = {"yolov8_detector": rw.yolov8_detector, "ppocr_recognizer": rw.ppocr_recognizer,
+          "nhwc_classifier": rw.nhwc_classifier,
+          "opset9_computed_weights": rw.opset9_computed_weights}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
@@ -20,6 +23,25 @@ def test_representative_graph(name):
     analysis = rw.check_dynamic_plans(model, input_shapes, run_shapes, plans=3)
     share = rw.prunable_share(analysis)
     assert share >= 0.9, f"{name}: {share:.1%} of MACs prunable; barriers {analysis.barriers}"
+
+
+def test_computed_weights_are_folded_and_fp16_stays_behind_cast():
+    import numpy as np
+    from archs import random_keep
+
+    from onnxprune.surgery import prune_model
+
+    model, input_shapes, _ = rw.opset9_computed_weights()
+    analysis = analyze_channels(model, input_shapes=input_shapes)
+    assert all(g.prunable for g in analysis.groups[:2]) and analysis.folded
+    keep = random_keep(analysis, np.random.default_rng(1), skip=0.0)
+    pruned = prune_model(model, keep, input_shapes=input_shapes)
+    narrow = {t.name for t in pruned.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    casts = [n for n in pruned.graph.node if n.op_type == "Cast" and n.input[0] in narrow]
+    assert len(narrow) == 3 and len(casts) == 3  # two fp16 conv weights and one fp16 bias
+    ops = {n.op_type for n in pruned.graph.node}
+    assert not ops & {"ConstantOfShape", "Reshape"}  # the weight paths are initializers now
+    assert {"Sum", "Gemm", "Flatten"} <= ops  # the rest of the graph as it was
 
 
 def test_dynamic_spatial_dims_need_an_input_shape():
@@ -71,3 +93,14 @@ def test_bare_shape_needs_a_single_input():
     assert parse_input_shapes(("1,3,8,8",), ["x"]) == {"x": (1, 3, 8, 8)}
     with pytest.raises(OnnxPruneError, match="the model has 2 inputs"):
         parse_input_shapes(("1,3,8,8",), ["x", "y"])
+
+
+def test_ir3_model_whose_initializers_are_not_inputs_is_accepted(tmp_path):
+    from onnxprune.graph import load_model
+
+    model, input_shapes, run_shapes = rw.opset9_computed_weights(ir_version=3)
+    path = tmp_path / "ir3.onnx"
+    onnx.save(model, str(path))
+    loaded = load_model(path).model
+    assert loaded.ir_version == 3
+    rw.check_dynamic_plans(loaded, input_shapes, run_shapes, plans=2)
