@@ -177,4 +177,59 @@ def compress(config):
     """
     from onnxprune.pipeline import compress as run
 
-    return run(config)
+    result = run(config)
+    write_reports(result, config.html, config.summary_md, provider=config.provider,
+                  force=config.force)
+    return result
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Settings of ``report``: render a compress report as HTML and/or a Markdown summary."""
+
+    report: str  # the JSON report of a compress run
+    html: str | None = None
+    summary_md: str | None = None
+    profile: bool = True  # ONNX Runtime's per-node profile of both models (the models must exist)
+    provider: str = "cpu"
+    force: bool = False
+
+
+def report(config: ReportConfig) -> dict:
+    """Write the HTML page and/or the Markdown summary of a compress report; returns the paths."""
+    import json
+    from pathlib import Path
+
+    from onnxprune.errors import OnnxPruneError
+
+    try:
+        data = json.loads(Path(config.report).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OnnxPruneError(f"{config.report}: not a readable JSON report "
+                             f"({exc.__class__.__name__})") from None
+    if not isinstance(data, dict) or "macs_before" not in data:
+        raise OnnxPruneError(f"{config.report}: not a compress report (no 'macs_before')")
+    return write_reports(data, config.html, config.summary_md, profile=config.profile,
+                         provider=config.provider, force=config.force,
+                         base=Path(config.report).parent)
+
+
+def write_reports(data: dict, html: str | None, summary_md: str | None, profile: bool = True,
+                  provider: str = "cpu", force: bool = False, base=None) -> dict:
+    """The HTML page and the Markdown summary of a compress report ``data``; returns the paths."""
+    from onnxprune.graph import atomic_write
+
+    written = {}
+    if html:
+        from onnxprune.htmlreport import build_report_inputs, write_html
+
+        inputs = build_report_inputs(data, analyze, base=base, profile=profile,
+                                     provider="cuda" if provider == "cuda" else "cpu")
+        written["html"] = write_html(data, html, **inputs, force=force)
+    if summary_md:
+        from onnxprune.htmlreport import summary_markdown
+
+        with atomic_write(summary_md, force=force) as handle:
+            handle.write(summary_markdown(data))
+        written["summary_md"] = str(summary_md)
+    return written

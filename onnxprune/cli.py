@@ -11,7 +11,7 @@ import traceback
 
 import click
 
-from onnxprune.cli_options import (NumberList, Fraction, force_option, json_option,
+from onnxprune.cli_options import (NumberList, Fraction, compose, force_option, json_option,
                                    preprocessing, preprocessing_options, provider_option,
                                    subset_options, threads_option, threshold_options)
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
@@ -210,6 +210,36 @@ def prune(model, plan, output, masked_reference, force, as_json):
                    f"({100.0 * result['macs_after'] / max(result['macs_before'], 1):.1f}%)")
 
 
+html_options = compose(
+    click.option("--html", type=click.Path(dir_okay=False),
+                 help="Write the self-contained HTML report here (pip install 'onnxprune[report]')."),
+    click.option("--summary-md", type=click.Path(dir_okay=False),
+                 help="Write the summary as a Markdown table (e.g. $GITHUB_STEP_SUMMARY)."),
+)
+
+
+@main.command()
+@click.argument("report_json", metavar="REPORT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "html", type=click.Path(dir_okay=False),
+              help="The HTML file [REPORT with .html].")
+@click.option("--summary-md", type=click.Path(dir_okay=False),
+              help="Also write the summary as a Markdown table.")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="Profile both models per node in ONNX Runtime (where the time went).")
+@provider_option
+@force_option
+def report(report_json, html, **params):
+    """Render a compress REPORT (JSON) as one self-contained HTML page."""
+    from pathlib import Path
+
+    from onnxprune import api
+
+    html = html or str(Path(report_json).with_suffix(".html"))
+    written = api.report(api.ReportConfig(report=report_json, html=html, **params))
+    for kind, path in written.items():
+        click.echo(f"wrote {path}")
+
+
 class RoundTo(click.ParamType):
     """'auto' or a positive channel multiple."""
 
@@ -242,6 +272,7 @@ class RoundTo(click.ParamType):
               help=f"Let thresholds pass on fewer than {MIN_EVAL_SAMPLES} evaluation samples.")
 @click.option("-o", "--output", type=click.Path(), help="Output model [MODEL_pruned.onnx].")
 @click.option("--report", type=click.Path(), help="Write the JSON report here.")
+@html_options
 @click.option("--method", default="autobot", show_default=True, type=click.Choice(METHODS))
 @click.option("--beta", default=_GATES.beta, show_default=True, type=float,
               help="Weight of the FLOPs loss.")

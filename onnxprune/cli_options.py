@@ -56,7 +56,7 @@ class Fraction(click.ParamType):
         return number
 
 
-def _compose(*decorators):
+def compose(*decorators):
     def apply(function):
         for decorator in reversed(decorators):
             function = decorator(function)
@@ -73,7 +73,7 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object (also when a check fails).")
 force_option = click.option("--force", is_flag=True, help="Allow overwriting an input file.")
 
-threshold_options = _compose(
+threshold_options = compose(
     click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
                  help="Fail (exit 1) when top-1 accuracy drops by more than this many "
                       "percentage points."),
@@ -82,14 +82,14 @@ threshold_options = _compose(
                       "class is below this, e.g. 0.99."),
 )
 
-subset_options = _compose(
+subset_options = compose(
     click.option("--fraction", type=Fraction(), default=None,
                  help="Use this fraction of the data (a fixed-seed subset)."),
     click.option("--limit", type=click.IntRange(min=1), default=None,
                  help="Use at most N samples (a fixed-seed subset)."),
 )
 
-preprocessing_options = _compose(
+preprocessing_options = compose(
     click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None,
                  help="Image folders: named pixel scale/mean/std (imagenet, raw 0..255, "
                       "symmetric [-1,1], caffe BGR); the options below override it."),

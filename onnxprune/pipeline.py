@@ -33,6 +33,8 @@ class CompressConfig:
     holdout: float = HOLDOUT  # without eval_data: the seeded part of data held out for figures
     allow_small_eval: bool = False
     report: str | None = None
+    html: str | None = None  # the self-contained HTML report (the [report] extra)
+    summary_md: str | None = None  # the summary as Markdown, for CI step summaries
     method: str = "autobot"
     beta: float = GateConfig.beta
     gamma: float = GateConfig.gamma
@@ -146,7 +148,8 @@ def _checkpoint_path(config: CompressConfig) -> Path:
 
 def _settings_key(config: CompressConfig) -> str:
     keep = {k: v for k, v in asdict(config).items()
-            if k not in ("report", "eval_data", "bench", "provider", "resume", "force", "quiet",
+            if k not in ("report", "html", "summary_md", "eval_data", "bench", "provider",
+                         "resume", "force", "quiet",
                          "allow_small_eval", "max_accuracy_drop", "min_agreement")}
     return json.dumps(keep, sort_keys=True, default=str)
 

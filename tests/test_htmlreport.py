@@ -11,6 +11,7 @@ import pytest
 
 import onnxprune
 from onnxprune.errors import OnnxPruneError
+from onnxprune.api import analyze  # noqa: E402
 from onnxprune.htmlreport import build_report_inputs, render_html, summary_markdown, write_html
 from onnxprune.report import human
 
@@ -62,7 +63,7 @@ def run(models_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def inputs(run):
     report, folder = run
-    return build_report_inputs(report, base=folder, runs=5)
+    return build_report_inputs(report, analyze, base=folder, runs=5)
 
 
 @pytest.fixture(scope="module")
@@ -220,9 +221,9 @@ def test_write_html_writes_the_page(run, inputs, tmp_path):
 
 def test_build_report_inputs_without_the_models(run, tmp_path):
     report = dict(run[0], model=str(tmp_path / "gone.onnx"))
-    assert build_report_inputs(report) == {"analysis": None, "profile": None}
+    assert build_report_inputs(report, analyze) == {"analysis": None, "profile": None}
     relative = dict(run[0], model="resnet.onnx", output="pruned.onnx")
-    assert build_report_inputs(relative, base=tmp_path)["analysis"] is None
+    assert build_report_inputs(relative, analyze, base=tmp_path)["analysis"] is None
 
 
 def test_summary_markdown(run):

@@ -11,6 +11,7 @@ import struct
 import pytest
 
 import onnxprune
+from onnxprune.api import analyze  # noqa: E402
 from onnxprune.htmlreport import build_report_inputs, write_html
 from onnxprune.htmlreport.browser import find_chromium, open_page
 
@@ -34,7 +35,7 @@ def report_page(models_dir, tmp_path_factory):
         bench=True, provider="cpu", quiet=True)
     onnxprune.compress(config)
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    inputs = build_report_inputs(report, base=folder, runs=3)
+    inputs = build_report_inputs(report, analyze, base=folder, runs=3)
     path = folder / "report.html"
     write_html(report, path, **inputs)
     return path, report, inputs, open_page(path, WIDTH, HEIGHT, full_page=True)

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxprune.errors import OnnxPruneError  # noqa: E402
+from onnxprune.api import analyze  # noqa: E402
 from onnxprune.htmlreport import build_report_inputs, render_html  # noqa: E402
 from onnxprune.htmlreport.browser import open_page  # noqa: E402
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report, base = quick_start_report(folder), folder
         with _inside(base):
-            page = render_html(report, **build_report_inputs(report, base=base))
+            page = render_html(report, **build_report_inputs(report, analyze, base=base))
         html_path = Path(args.html) if args.html else folder / "report.html"
         html_path.write_text(page, encoding="utf-8")
         result = open_page(html_path, args.width, 900, full_page=True)

@@ -22,7 +22,7 @@ def model_path(name, base: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def build_report_inputs(report: dict, base: str | os.PathLike | None = None,
+def build_report_inputs(report: dict, analyze, base: str | os.PathLike | None = None,
                         profile: bool = True, provider: str = "cpu", batch: int = 1,
                         runs: int = 20) -> dict:
     """``{"analysis": ..., "profile": ...}`` for ``render_html(report, **inputs)``.
@@ -30,10 +30,9 @@ def build_report_inputs(report: dict, base: str | os.PathLike | None = None,
     ``analysis`` is ``{"original": analyze(model), "pruned": analyze(output)}`` and ``profile``
     the per-node profile of both at ``batch`` on ``provider`` (``profile_models``); each is None
     when the report's ``model`` or ``output`` file cannot be found (as given, or in ``base``,
-    usually the report's folder), and ``profile`` also when ``profile`` is false.
+    usually the report's folder), and ``profile`` also when ``profile`` is false. ``analyze`` is
+    ``onnxprune.api.analyze`` (passed in, so that this layer does not import the API).
     """
-    from onnxprune.api import analyze
-
     original = model_path(report.get("model"), base)
     pruned = model_path(report.get("output"), base)
     if original is None or pruned is None:
