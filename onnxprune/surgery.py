@@ -126,6 +126,7 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, check: bool) -> onnx.Mod
     del pruned.graph.value_info[:]
     if pruned.ir_version < 4:
         _list_initializers_as_inputs(pruned.graph)
+    _drop_stale_output_dims(pruned)
     try:
         pruned = onnx.shape_inference.infer_shapes(pruned, strict_mode=True)
         if check:
@@ -134,6 +135,31 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, check: bool) -> onnx.Mod
         raise OnnxPruneError(f"surgery produced an invalid graph (a bug): "
                              f"{' '.join(str(exc).split())[:300]}", exit_code=3) from None
     return pruned
+
+
+def _drop_stale_output_dims(model: onnx.ModelProto) -> None:
+    """Declared output dims that are invalid (<= 0) or disagree with inference become unknown
+    (in place; strict inference would refuse the graph over a stale declaration)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in copy.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy).graph.output
+    except Exception:
+        return
+    for value, found in zip(model.graph.output, inferred):
+        declared = value.type.tensor_type
+        real = found.type.tensor_type
+        if not declared.HasField("shape"):
+            continue
+        real_dims = list(real.shape.dim) if real.HasField("shape") else []
+        for axis, dim in enumerate(declared.shape.dim):
+            other = real_dims[axis] if axis < len(real_dims) else None
+            stale = other is not None and other.HasField("dim_value") and \
+                dim.HasField("dim_value") and other.dim_value != dim.dim_value
+            if (dim.HasField("dim_value") and dim.dim_value <= 0) or stale:
+                dim.Clear()
 
 
 def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:

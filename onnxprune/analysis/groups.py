@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.analysis.channels import Context, Fixup, Member, Read, run_rules
 from onnxprune.analysis.folding import fold_weight_paths
 from onnxprune.analysis.quantized import QUANTIZED_BARRIERS
-from onnxprune.analysis.shapes import fold_shape_values, infer_shapes
+from onnxprune.analysis.shapes import declared_shape_notes, fold_shape_values, infer_shapes
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import opset_version
 from onnxprune.macs import MacExpr, mac_expr
@@ -63,6 +63,7 @@ class ChannelAnalysis:
     source_atoms: dict[str, np.ndarray]  # source tensor name -> its atoms, in channel order
     narrow_slots: dict = field(default_factory=dict)  # (node, input) -> fp16 weight behind Cast
     folded: tuple[str, ...] = ()  # tensors computed by constant subgraphs, now initializers
+    notes: list[str] = field(default_factory=list)  # e.g. stale declared shapes that were dropped
 
     @property
     def total_channels(self) -> int:
@@ -174,7 +175,8 @@ def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None,
     return ChannelAnalysis(graph, shapes, groups, channel_of_atom, ctx.members, ctx.reads,
                            ctx.fixups, ctx.barriers, terms, ctx.tracked,
                            {k: np.array(v, dtype=np.int64) for k, v in source_atoms.items()},
-                           folded.narrow_slots, folded.tensors)
+                           folded.narrow_slots, folded.tensors,
+                           declared_shape_notes(model, shapes))
 
 
 def _build_groups(ctx: Context) -> tuple[list[Group], np.ndarray]:

@@ -239,6 +239,27 @@ def _infer_once(fixed: onnx.ModelProto, model: onnx.ModelProto) -> dict[str, Sha
     return shapes
 
 
+def declared_shape_notes(model: onnx.ModelProto, shapes: dict[str, Shape],
+                         limit: int = 5) -> list[str]:
+    """Declared value_info/output shapes that disagree with inference: dropped, not fatal."""
+    notes = []
+    declared = [v for v in (*model.graph.value_info, *model.graph.output)
+                if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")]
+    for value in declared:
+        inferred = shapes.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if inferred is None or len(inferred) != len(dims):
+            continue
+        for axis, (dim, size) in enumerate(zip(dims, inferred)):
+            if dim.HasField("dim_value") and dim.dim_value != size and not (
+                    axis == 0 and dim.dim_value == 1):
+                notes.append(f"declared shape of '{value.name}' disagrees with inference at axis "
+                             f"{axis} ({dim.dim_value} vs {size}); the declaration is ignored")
+                break
+    return notes[:limit] + ([f"... and {len(notes) - limit} more declared shapes"]
+                            if len(notes) > limit else [])
+
+
 def _inference_error(exc: Exception) -> str:
     """Strict inference's complaint as one line that names the node first."""
     import re

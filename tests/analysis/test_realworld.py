@@ -104,3 +104,50 @@ def test_ir3_model_whose_initializers_are_not_inputs_is_accepted(tmp_path):
     loaded = load_model(path).model
     assert loaded.ir_version == 3
     rw.check_dynamic_plans(loaded, input_shapes, run_shapes, plans=2)
+
+
+def test_stale_declared_shapes_are_dropped_with_a_note():
+    """Declared shapes that inference contradicts (an exporter's -1, a stale channel count)."""
+    from archs import Builder, head, random_feeds, run_ort, stem
+
+    from onnxprune.surgery import masked_reference, prune_model
+
+    b = Builder(3)
+    y = stem(b, 6)
+    model = b.model([b.op("Identity", [head(b, y, 6)])])
+    dim = model.graph.output[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = -1
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info(y, 1, [1, 7, 4, 4]))
+    analysis = analyze_channels(model)
+    assert analysis.groups[0].prunable
+    keep = {analysis.groups[0].id: [0, 2, 5]}
+    pruned = prune_model(model, keep)
+    onnx.checker.check_model(pruned, full_check=True)
+    feeds = random_feeds(model)
+    rw.assert_close(run_ort(pruned, feeds), run_ort(masked_reference(model, keep), feeds))
+    assert any("'identity" in n and "(-1 vs 1)" in n for n in analysis.notes)
+    assert any(f"'{y}'" in n and "(7 vs 6)" in n for n in analysis.notes)
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_executor_runs_pruned_graph_at_two_sizes(name):
+    """The torch executor (gate training, recalibration) needs no input shape: it runs the
+    original and the pruned graph at any size."""
+    import numpy as np
+    import torch
+    from archs import _named, random_keep, run_ort
+
+    from onnxprune.gates.executor import TorchGraph
+    from onnxprune.surgery import prune_model
+
+    model, input_shapes, run_shapes = GRAPHS[name]()
+    model = _named(model)
+    analysis = analyze_channels(model, input_shapes=input_shapes)
+    pruned = prune_model(model, random_keep(analysis, np.random.default_rng(2)),
+                         input_shapes=input_shapes)
+    graph = TorchGraph(pruned).float()
+    for number, shapes in enumerate(run_shapes):
+        feeds = rw._feeds(model, shapes, number)
+        got = graph(*[torch.from_numpy(v) for v in feeds.values()]).detach().numpy()
+        rw.assert_close([got], run_ort(pruned, feeds)[:1], 1e-4)
