@@ -13,17 +13,18 @@ from onnxprune.preprocess import Preprocessing
 @dataclass(frozen=True)
 class AnalyzeConfig:
     model: str
+    input_shapes: dict | None = None  # {input name: dims} for dynamic dims (--input-shape)
 
 
-def analyze(model: str | os.PathLike) -> dict:
+def analyze(model: str | os.PathLike, input_shapes: dict | None = None) -> dict:
     """Summary of an ONNX model: I/O, opset, ops, params, MACs (batch 1), groups, barriers."""
     from onnxprune.analysis.groups import analyze_channels
     from onnxprune.analysis.summary import summarize
 
     loaded = load_model(model)
     ensure_node_names(loaded.model)
-    result = summarize(loaded.model)
-    analysis = analyze_channels(loaded.model)
+    result = summarize(loaded.model, input_shapes=input_shapes)
+    analysis = analyze_channels(loaded.model, input_shapes=input_shapes)
     group_macs = analysis.group_macs()
     result["groups"] = [
         {"id": g.id, "channels": g.channels, "prunable": g.prunable, "macs": group_macs[g.id],
@@ -32,6 +33,10 @@ def analyze(model: str | os.PathLike) -> dict:
     ]
     result["barriers"] = analysis.barriers
     result["prunable_macs"] = analysis.prunable_macs()
+    result["notes"] = list(analysis.notes)
+    why = analysis.why_nothing_prunable()
+    if why:
+        result["nothing_prunable"] = why
     return result
 
 
@@ -42,6 +47,7 @@ class PruneConfig:
     output: str
     masked_reference: str | None = None
     force: bool = False
+    input_shapes: dict | None = None
 
 
 def prune(model, keep):
@@ -65,10 +71,13 @@ def prune_file(config: PruneConfig) -> dict:
     keep = load_plan(config.plan)
     loaded = load_model(config.model)
     protect = (config.model, config.plan)
-    pruned = prune_model(loaded.model, keep)
-    reference = masked_reference(loaded.model, keep) if config.masked_reference else None
-    result = {"output": config.output, "macs_before": count_macs(loaded.model),
-              "macs_after": count_macs(pruned), "masked_reference": config.masked_reference}
+    shapes = config.input_shapes
+    pruned = prune_model(loaded.model, keep, input_shapes=shapes)
+    reference = (masked_reference(loaded.model, keep, input_shapes=shapes)
+                 if config.masked_reference else None)
+    result = {"output": config.output, "macs_before": count_macs(loaded.model, input_shapes=shapes),
+              "macs_after": count_macs(pruned, input_shapes=shapes),
+              "masked_reference": config.masked_reference}
     save_model(pruned, config.output, external_data=loaded.used_external_data or None,
                force=config.force, protect=protect)
     if reference is not None:
@@ -143,6 +152,7 @@ class BenchConfig:
     duration: float | None = None  # seconds per model and batch size, instead of iterations
     threads: int | None = None  # intra-op threads; None = onnxruntime's default
     min_speedup: float | None = None
+    input_shapes: dict | None = None  # sizes of dynamic non-batch dims (--input-shape)
 
 
 def bench(config: BenchConfig) -> dict:
@@ -162,6 +172,7 @@ def bench(config: BenchConfig) -> dict:
         threads=config.threads,
         min_speedup=config.min_speedup,
         names=[str(m) for m in config.models],
+        input_shapes=config.input_shapes,
     )
 
 

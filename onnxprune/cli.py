@@ -11,7 +11,8 @@ import traceback
 
 import click
 
-from onnxprune.cli_options import (NumberList, Fraction, compose, force_option, json_option,
+from onnxprune.cli_options import (NumberList, Fraction, compose, force_option, input_shape_option,
+                                   json_option,
                                    preprocessing, preprocessing_options, provider_option,
                                    subset_options, threads_option, threshold_options)
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
@@ -105,13 +106,14 @@ def _print_json(obj) -> None:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def analyze(model, as_json):
+@input_shape_option
+def analyze(model, as_json, input_shapes):
     """Summarize MODEL: I/O, opset, ops, parameters, MACs, channel groups and barriers."""
     from onnxprune import api
     from onnxprune.report import format_analysis
 
-    config = api.AnalyzeConfig(model=model)
-    result = api.analyze(config.model)
+    config = api.AnalyzeConfig(model=model, input_shapes=input_shapes)
+    result = api.analyze(config.model, input_shapes=config.input_shapes)
     if as_json:
         _print_json(result)
     else:
@@ -168,6 +170,7 @@ def validate(original, pruned, data, as_json, **params):
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Instead of --iterations: about S seconds per model and batch size.")
 @json_option
+@input_shape_option
 @click.option("--min-speedup", type=click.FloatRange(min=0), default=None,
               help="Fail (exit 1) when a model's p50 speedup vs the FIRST model is below S.")
 @threads_option
@@ -195,12 +198,14 @@ def bench(models, as_json, **params):
               help="Also write the original graph with the removed channels zeroed.")
 @force_option
 @json_option
-def prune(model, plan, output, masked_reference, force, as_json):
+@input_shape_option
+def prune(model, plan, output, masked_reference, force, as_json, input_shapes):
     """Remove the channels a PLAN does not keep from MODEL (graph surgery)."""
     from onnxprune import api
 
     config = api.PruneConfig(model=model, plan=plan, output=output,
-                             masked_reference=masked_reference, force=force)
+                             masked_reference=masked_reference, force=force,
+                             input_shapes=input_shapes)
     result = api.prune_file(config)
     if as_json:
         _print_json(result)
@@ -301,6 +306,7 @@ class RoundTo(click.ParamType):
                    "repeatable).")
 @subset_options
 @preprocessing_options
+@input_shape_option
 @click.option("--bench", is_flag=True, help="Also benchmark original vs pruned latency.")
 @provider_option
 @threshold_options

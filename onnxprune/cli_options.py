@@ -113,6 +113,23 @@ preprocessing_options = compose(
 )
 
 
+def _input_shapes(ctx, param, values):
+    from onnxprune.errors import OnnxPruneError
+    from onnxprune.inputshapes import parse_input_shapes
+
+    try:
+        return parse_input_shapes(values) or None
+    except OnnxPruneError as exc:
+        raise click.BadParameter(exc.message, ctx, param) from None
+
+
+input_shape_option = click.option(
+    "--input-shape", "input_shapes", multiple=True, callback=_input_shapes,
+    metavar="NAME:D0,D1,...",
+    help="The size to analyse where the model's input dims are dynamic (repeatable; a bare "
+         "D0,D1,... names the only input). The pruned model keeps its dynamic dims.")
+
+
 def preprocessing(params: dict) -> Preprocessing:
     """The ``Preprocessing`` of a command's parsed ``preprocessing_options`` (popped from params)."""
     keys = ("preset", "input_size", "pixel_scale", "mean", "std", "channel_order", "layout",

@@ -50,6 +50,7 @@ class CompressConfig:
     fraction: float | None = None
     limit: int | None = None
     preprocessing: Preprocessing = Preprocessing()
+    input_shapes: dict | None = None  # {input name: dims} where the model's dims are dynamic
     bench: bool = False
     provider: str = "auto"
     resume: bool = False
@@ -101,9 +102,9 @@ def _inputs(config: CompressConfig, model: onnx.ModelProto) -> Inputs:
     """Load --data and --eval-data; without --eval-data hold out a seeded part of --data that
     neither gate training nor calibration sees; data-free: synthetic inputs, labelled so."""
     from onnxprune.data import holdout_split, load_dataset, take
-    from onnxprune.runtime.session import model_input_shape, model_num_classes
+    from onnxprune.runtime.session import model_num_classes
 
-    shape, classes = model_input_shape(model), model_num_classes(model)
+    shape, classes = _input_shape(model, config.input_shapes), model_num_classes(model)
     kwargs = dict(input_shape=shape, prep=config.preprocessing, num_classes=classes)
     train = load_dataset(config.data, fraction=config.fraction, limit=config.limit,
                          **kwargs) if config.data else None
@@ -131,11 +132,26 @@ def _inputs(config: CompressConfig, model: onnx.ModelProto) -> Inputs:
     return Inputs(train.x, train.y, mode, evaluation, about, train.classes)
 
 
+def _input_shape(model, input_shapes):
+    """The first input's declared shape, its dynamic non-batch dims sized by --input-shape."""
+    from onnxprune.inputshapes import resolve_names
+    from onnxprune.runtime.session import model_input_names, model_input_shape
+
+    shape = model_input_shape(model)
+    if not input_shapes or shape is None:
+        return shape
+    given = resolve_names(input_shapes, model_input_names(model)).get(model_input_names(model)[0])
+    if given is None or len(given) != len(shape):
+        return shape
+    return [d if (axis == 0 or isinstance(d, int)) else given[axis] for axis, d in enumerate(shape)]
+
+
 def _synthetic_inputs(config, model, shape):
     from onnxprune.gates.synthetic import synthesize
 
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
-        raise OnnxPruneError("data-free mode needs a static input shape (besides the batch)")
+        raise OnnxPruneError("data-free mode needs a static input shape (besides the batch): "
+                             "give --input-shape NAME:D0,D1,... or --data")
     _log(config, "onnxprune: warning: no --data given: running data-free on synthetic inputs; "
                  "real data gives better accuracy")
     x, how = synthesize(model, tuple(shape[1:]), seed=config.seed)
@@ -164,8 +180,9 @@ def _scores(config, model, analysis, x, y):
     from onnxprune.gates.autobot import train_gates
     from onnxprune.gates.checkpoint import Checkpointer
 
+    batch = fixed_batch(model) or config.batch_size
     gate_config = GateConfig(beta=config.beta, gamma=config.gamma, lr=config.lr,
-                             batch_size=config.batch_size, iterations=config.iterations,
+                             batch_size=batch, iterations=config.iterations,
                              seed=config.seed)
     checkpointer = Checkpointer(_checkpoint_path(config), _settings_key(config))
     state = checkpointer.load() if config.resume else None
@@ -173,8 +190,21 @@ def _scores(config, model, analysis, x, y):
         _log(config, "onnxprune: no checkpoint to resume from; starting from the beginning")
     progress = _progress_printer(config, checkpointer)
     result = train_gates(model, analysis, x, y, config.target, gate_config, progress, state)
-    history = {"best_iteration": result.best_iteration, "last": result.history[-1:]}
-    return result.gates, [], history
+    history = {"best_iteration": result.best_iteration, "last": result.history[-1:],
+               "batch_size": batch}
+    notes = [] if batch == config.batch_size else [
+        f"the model's batch size is fixed at {batch}: gate training ran at batch {batch}"]
+    return result.gates, notes, history
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The first input's static batch size, or None when the batch axis is dynamic."""
+    from onnxprune.runtime.session import model_input_shape
+
+    shape = model_input_shape(model)
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return int(shape[0])
+    return None
 
 
 def _progress_printer(config, checkpointer):
@@ -222,22 +252,26 @@ def compress(config: CompressConfig) -> dict:
     loaded = load_model(config.model)
     model = loaded.model
     ensure_node_names(model)
-    analysis, excluded = exclude_groups(analyze_channels(model), config.exclude)
+    shapes = config.input_shapes
+    analysis, excluded = exclude_groups(analyze_channels(model, input_shapes=shapes),
+                                        config.exclude)
     if not analysis.prunable_mask().any():
-        raise OnnxPruneError("nothing to prune: no channel group is prunable "
-                             "(see 'onnxprune analyze' for the barriers"
-                             + (", and --exclude" if excluded else "") + ")")
+        why = analysis.why_nothing_prunable() or (
+            "every prunable group is excluded by --exclude" if excluded else "see 'onnxprune "
+            "analyze' for the barriers")
+        raise OnnxPruneError(f"nothing to prune: {why}")
     inputs = _inputs(config, model)
     scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y)
     round_to = (auto_round_to(analysis, _provider_kind(config.provider))
                 if config.round_to == "auto" else config.round_to)
     selection = select(analysis, scores, config.target, round_to)
-    pruned = prune_model(model, selection.plan(analysis))
+    pruned = prune_model(model, selection.plan(analysis), analysis=analysis, input_shapes=shapes)
     pruned, recalibrated, calibration = _recalibrate(config, model, pruned, analysis, selection,
                                                      inputs)
     report = _report(config, model, pruned, analysis, selection, inputs, notes, training,
                      recalibrated)
     report["excluded"] = excluded
+    report["notes"] = [*analysis.notes, *report["notes"]]
     report["round_to"] = round_to if isinstance(round_to, int) else {
         "auto": sorted(set(round_to.values())) or [1], "groups": round_to}
     report["evaluation"] = {**inputs.about, "samples": len(inputs.evaluation),
@@ -284,7 +318,8 @@ def _bench(config, model, pruned, report) -> None:
     from onnxprune.runtime.bench import bench_models
 
     bench = bench_models([model, pruned], provider=config.provider, batches=(1, 32),
-                         iterations=30, names=("original", "pruned"))
+                         iterations=30, names=("original", "pruned"),
+                         input_shapes=config.input_shapes)
     report["benchmark"] = bench
     slower = {batch: s["p50"] for batch, s in bench["models"][1]["speedup"].items()
               if s.get("p50") is not None and s["p50"] < 1.0}
@@ -299,7 +334,7 @@ def _report(config, model, pruned, analysis, selection, inputs, notes, training,
             recalibrated) -> dict:
     from onnxprune.analysis.summary import count_macs, count_params
 
-    macs_after = count_macs(pruned)
+    macs_after = count_macs(pruned, input_shapes=config.input_shapes)
     if macs_after != selection.macs:
         raise OnnxPruneError(f"internal: selected {selection.macs} MACs but the pruned graph has "
                              f"{macs_after}", exit_code=3)

@@ -55,8 +55,11 @@ def bench_models(
     threads: int | None = None,
     min_speedup: float | None = None,
     names: list[str] | None = None,
+    input_shapes: dict | None = None,
 ) -> dict:
     """Benchmark ``models`` (paths or ModelProtos); see the module docstring for the keys.
+
+    ``input_shapes`` ({input name: dims}, ``--input-shape``) sizes dynamic non-batch dims.
 
     ``duration`` (seconds) replaces ``iterations``: each batch size runs until about
     ``duration`` seconds per model have passed (at least one iteration).
@@ -71,9 +74,10 @@ def bench_models(
     if len(used) != 1:
         raise OnnxPruneError(f"sessions ran on different providers ({', '.join(sorted(used))}); refusing to compare")
     on_cuda = sessions[0].provider == CUDA
-    entries = [_model_entry(s, p) for s, (p, _, _) in zip(sessions, protos)]
+    entries = [_model_entry(s, p, input_shapes) for s, (p, _, _) in zip(sessions, protos)]
     for batch in batches:
-        runners = [_runner(s, batch, "cuda" if on_cuda else None) for s in sessions]
+        runners = [_runner(s, batch, "cuda" if on_cuda else None, input_shapes)
+                   for s in sessions]
         times = _measure(runners, warmup, iterations, duration)
         for entry, samples in zip(entries, times):
             entry["latency"][str(batch)] = latency_stats(samples, batch)
@@ -116,24 +120,35 @@ def _check_args(models, batches, warmup, iterations, duration, min_speedup) -> N
             raise OnnxPruneError(f"--min-speedup must be positive, got {min_speedup}")
 
 
-def _model_entry(rs: RuntimeSession, proto) -> dict:
+def _model_entry(rs: RuntimeSession, proto, input_shapes=None) -> dict:
     from onnxprune.analysis.summary import count_macs
 
     try:
-        macs = int(count_macs(proto))
+        macs = int(count_macs(proto, input_shapes=input_shapes))
     except OnnxPruneError:
         macs = None  # e.g. shapes inference cannot resolve; latency is still measured
     return {"name": rs.name, "provider": rs.provider, "macs": macs, "mac_ratio": None,
             "latency": {}, "speedup": {}}
 
 
-def random_inputs(rs: RuntimeSession, batch: int, seed: int = SEED) -> dict[str, np.ndarray]:
-    """Random feeds of each input's shape, the dynamic batch dim set to ``batch``."""
+def random_inputs(rs: RuntimeSession, batch: int, seed: int = SEED,
+                  input_shapes: dict | None = None) -> dict[str, np.ndarray]:
+    """Random feeds of each input's shape, the dynamic batch dim set to ``batch``, other
+    dynamic dims from ``input_shapes`` ({name: dims}; a bare '' entry names the only input)."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for value in rs.session.get_inputs():
+    inputs = rs.session.get_inputs()
+    given = dict(input_shapes or {})
+    if "" in given and len(inputs) == 1:
+        given[inputs[0].name] = given.pop("")
+    for value in inputs:
         shape = []
+        override = given.get(value.name)
         for axis, dim in enumerate(value.shape or []):
+            if axis > 0 and override is not None and axis < len(override) and not (
+                    isinstance(dim, int) and dim > 0):
+                shape.append(int(override[axis]))
+                continue
             if isinstance(dim, int) and dim > 0:
                 if axis == 0 and dim != batch:
                     raise OnnxPruneError(
@@ -146,7 +161,7 @@ def random_inputs(rs: RuntimeSession, batch: int, seed: int = SEED) -> dict[str,
             else:
                 raise OnnxPruneError(
                     f"{rs.name}: input '{value.name}' has a dynamic dimension '{dim}' at axis {axis}; "
-                    f"only the batch axis may be dynamic"
+                    f"give its size with --input-shape {value.name}:D0,D1,..."
                 )
         dtype = numpy_dtype(value.type)
         if np.issubdtype(dtype, np.floating):
@@ -170,13 +185,13 @@ def io_binding(rs: RuntimeSession, feeds: dict[str, np.ndarray], device: str):
     return binding
 
 
-def _runner(rs: RuntimeSession, batch: int, bind_device: str | None):
+def _runner(rs: RuntimeSession, batch: int, bind_device: str | None, input_shapes=None):
     """A no-argument callable running one inference.
 
     ``bind_device`` "cuda" binds inputs and outputs on the GPU (I/O binding) so host copies stay
     out of the figure; None is a plain ``run`` with numpy feeds.
     """
-    feeds = random_inputs(rs, batch)
+    feeds = random_inputs(rs, batch, input_shapes=input_shapes)
     session = rs.session
     if bind_device is None:
         return lambda: session.run(None, feeds)

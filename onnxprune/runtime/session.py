@@ -67,6 +67,12 @@ def model_input_shape(model: onnx.ModelProto) -> list[int | str | None] | None:
     return None
 
 
+def model_input_names(model: onnx.ModelProto) -> list[str]:
+    """The names of the real inputs (graph inputs that are not initializers)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [v.name for v in model.graph.input if v.name not in inits]
+
+
 def model_num_classes(model: onnx.ModelProto) -> int | None:
     """K when the first output is declared ``[N, K]`` with a static K > 1, else None."""
     if not model.graph.output or not model.graph.output[0].type.tensor_type.HasField("shape"):

@@ -1,0 +1,70 @@
+"""Issue 12 end to end: ``compress --input-shape`` on the representative dynamic-size graphs; the
+pruned model keeps its dynamic dims and runs at other sizes in ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import realworld_archs as rw
+from click.testing import CliRunner
+
+from onnxprune.cli import main
+
+GRAPHS = {"yolov8_detector": rw.yolov8_detector, "ppocr_recognizer": rw.ppocr_recognizer,
+          "nhwc_classifier": rw.nhwc_classifier,
+          "opset9_computed_weights": rw.opset9_computed_weights}
+
+
+def _run_ort(path, feeds):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("method", ["l1", "autobot"])
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_compress_runs_with_input_shape(name, method, tmp_path):
+    model, input_shapes, run_shapes = GRAPHS[name]()
+    source = tmp_path / "m.onnx"
+    onnx.save(model, str(source))
+    (input_name, dims), = input_shapes.items()
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((24, *dims[1:])).astype(np.float32))
+    out = tmp_path / "p.onnx"
+    argv = ["compress", str(source), "--data", str(data), "--input-shape",
+            f"{input_name}:{','.join(map(str, dims))}", "--method", method, "--target", "0.6",
+            "--iterations", "3", "--batch-size", "8", "--calibration-samples", "16",
+            "-o", str(out), "--quiet", "--json"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    pruned = onnx.load(str(out))
+    onnx.checker.check_model(pruned, full_check=True)
+    declared = [d.dim_param or d.dim_value for d in pruned.graph.input[0].type.tensor_type.shape.dim]
+    original = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert declared == original  # dynamic dims stay dynamic
+    for shape in run_shapes:  # and it runs at other sizes
+        feeds = {k: np.random.default_rng(1).standard_normal(v).astype(np.float32)
+                 for k, v in shape.items()}
+        assert [o.shape for o in _run_ort(out, feeds)] == [o.shape for o in _run_ort(source, feeds)]
+
+
+def test_without_input_shape_the_error_names_the_flag(tmp_path):
+    model, _, _ = rw.yolov8_detector()
+    source = tmp_path / "m.onnx"
+    onnx.save(model, str(source))
+    result = CliRunner().invoke(main, ["analyze", str(source)])
+    assert result.exit_code == 2 and "--input-shape" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_bench_sizes_dynamic_dims_with_input_shape(tmp_path):
+    model, input_shapes, _ = rw.ppocr_recognizer()
+    source = tmp_path / "m.onnx"
+    onnx.save(model, str(source))
+    (name, dims), = input_shapes.items()
+    result = CliRunner().invoke(main, ["bench", str(source), "--provider", "cpu", "--iterations",
+                                       "2", "--warmup", "0", "--input-shape",
+                                       f"{name}:{','.join(map(str, dims))}", "--json"])
+    assert result.exit_code == 0, result.output
