@@ -101,7 +101,9 @@ def main() -> int:
     parser.add_argument("--timed", type=int, default=200, help="timed runs per model and batch")
     args = parser.parse_args()
     started = time.monotonic()
-    machine = f"{_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    load = os.getloadavg()[0]
+    machine = (f"{_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"load average {load:.1f} at the start (a shared machine)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_model(name, Path(tmp), args.iterations, args.timed) for name in MODELS]
     result = {"machine": machine, "seconds": round(time.monotonic() - started, 1), "rows": rows,
