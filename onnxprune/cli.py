@@ -313,6 +313,8 @@ class RoundTo(click.ParamType):
 @click.option("--resume", is_flag=True, help="Continue gate training from OUTPUT.ckpt.npz.")
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--progress", is_flag=True,
+              help="Progress bars also when stderr is not a terminal (e.g. in CI logs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model, output, as_json, **params):
     """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""

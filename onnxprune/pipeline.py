@@ -18,6 +18,7 @@ from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, RECAL
                                      GateConfig)
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
 from onnxprune.preprocess import Preprocessing
+from onnxprune.progress import Steps
 
 
 
@@ -56,6 +57,7 @@ class CompressConfig:
     resume: bool = False
     force: bool = False
     quiet: bool = False
+    progress: bool = False  # show progress bars also when stderr is not a terminal
     max_accuracy_drop: float | None = None
     min_agreement: float | None = None
 
@@ -165,7 +167,7 @@ def _checkpoint_path(config: CompressConfig) -> Path:
 def _settings_key(config: CompressConfig) -> str:
     keep = {k: v for k, v in asdict(config).items()
             if k not in ("report", "html", "summary_md", "eval_data", "bench", "provider",
-                         "resume", "force", "quiet",
+                         "resume", "force", "quiet", "progress",
                          "allow_small_eval", "max_accuracy_drop", "min_agreement")}
     return json.dumps(keep, sort_keys=True, default=str)
 
@@ -188,8 +190,9 @@ def _scores(config, model, analysis, x, y):
     state = checkpointer.load() if config.resume else None
     if config.resume and state is None:
         _log(config, "onnxprune: no checkpoint to resume from; starting from the beginning")
-    progress = _progress_printer(config, checkpointer)
-    result = train_gates(model, analysis, x, y, config.target, gate_config, progress, state)
+    with Steps(config.quiet, config.progress).phase("gate training", config.iterations) as update:
+        progress = _gate_progress(config, checkpointer, update)
+        result = train_gates(model, analysis, x, y, config.target, gate_config, progress, state)
     history = {"best_iteration": result.best_iteration, "last": result.history[-1:],
                "batch_size": batch}
     notes = [] if batch == config.batch_size else [
@@ -207,22 +210,16 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def _progress_printer(config, checkpointer):
-    start = time.monotonic()
+def _gate_progress(config, checkpointer, update):
+    """Checkpoints every 10 iterations; the bar shows the loss terms."""
 
     def progress(record: dict, snapshot) -> None:
         it = record["iteration"]
         if it % 10 == 0 or it == config.iterations:
             checkpointer.save(snapshot())
-        if config.quiet or (it % 10 and it != config.iterations):
-            return
-        done = it / config.iterations
-        bar = "#" * int(24 * done) + "-" * (24 - int(24 * done))
-        print(f"\r[{bar}] {it}/{config.iterations} loss {record['loss']:.3f} "
-              f"task {record['task']:.3f} flops {record['flops']:.3f} bool {record['bool']:.3f} "
-              f"MACs {record['macs_ratio']:.3f} {time.monotonic() - start:.0f}s",
-              end="\n" if it == config.iterations or not sys.stderr.isatty() else "",
-              file=sys.stderr, flush=True)
+        update(it, f"loss {record['loss']:.3f} task {record['task']:.3f} "
+                   f"flops {record['flops']:.3f} bool {record['bool']:.3f} "
+                   f"MACs {record['macs_ratio']:.3f}")
 
     return progress
 
@@ -346,7 +343,7 @@ def _report(config, model, pruned, analysis, selection, inputs, notes, training,
         notes = [*notes, f"{len(odd)} pruned group(s) keep a channel count that is not a multiple "
                          f"of 8; ONNX Runtime's CPU kernels run such convs in a slower layout "
                          f"(see README benchmarks): consider --round-to auto"]
-    settings = {k: v for k, v in asdict(config).items() if k not in ("quiet",)}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("quiet", "progress")}
     return {
         "model": config.model, "output": config.output, "method": config.method,
         "target": config.target, "macs_before": selection.macs_before, "macs_after": macs_after,
