@@ -15,6 +15,18 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+NAME_WIDTH = 48  # longer node and group names are shortened in tables (full in --json)
+
+
+def short(name: str, width: int = NAME_WIDTH) -> str:
+    """``name`` cut in the middle to at most ``width`` characters ('…' marks the cut)."""
+    name = str(name)
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
 def human(n: float) -> str:
     """1234567 -> '1.23M'."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -37,15 +49,19 @@ def format_analysis(result: dict) -> str:
         lines.append(f"prunable {share:.1f}% of MACs in {sum(g['prunable'] for g in result['groups'])}"
                      f" of {len(result['groups'])} channel groups")
     lines.append("")
-    rows = [[r["node"], r["op"], f"{r['macs']:,}"] for r in result["macs_per_node"]]
+    rows = [[short(r["node"]), r["op"], f"{r['macs']:,}"] for r in result["macs_per_node"]]
     lines.append(_table(["node", "op", "MACs"], rows))
     if result.get("groups"):
         lines.append("")
-        rows = [[g["id"], g["channels"], "yes" if g["prunable"] else "no", f"{g['macs']:,}",
-                 g.get("reason", "")] for g in result["groups"]]
+        rows = [[short(g["id"]), g["channels"], "yes" if g["prunable"] else "no",
+                 f"{g['macs']:,}", g.get("reason", "")] for g in result["groups"]]
         lines.append(_table(["group", "channels", "prunable", "MACs", "reason"], rows))
+    for note in result.get("notes") or []:
+        lines.append(f"note    {note}")
+    if result.get("nothing_prunable"):
+        lines.append(f"nothing prunable: {result['nothing_prunable']}")
     if result.get("barriers"):
         lines.append("")
-        rows = [[b["op"], b["node"], b["reason"]] for b in result["barriers"]]
+        rows = [[b["op"], short(b["node"]), b["reason"]] for b in result["barriers"]]
         lines.append(_table(["barrier op", "node", "reason"], rows))
     return "\n".join(lines)
