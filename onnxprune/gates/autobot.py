@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from onnxprune.analysis.groups import ChannelAnalysis
 from onnxprune.gates.config import GateConfig
+from onnxprune.gates.device import resolve_device
 from onnxprune.gates.executor import TorchGraph
 from onnxprune.select import MacCounter
 
@@ -36,13 +37,15 @@ class GateResult:
 class GatedGraph:
     """A TorchGraph whose reads are multiplied by gates over the analysis' global channels."""
 
-    def __init__(self, model, analysis: ChannelAnalysis):
+    def __init__(self, model, analysis: ChannelAnalysis, device: str = "cpu"):
         self.analysis = analysis
+        self.device = device
         self.prunable = np.flatnonzero(analysis.prunable_mask())
-        self.graph = TorchGraph(model).float()  # fp16/bf16 models train in float32
-        self.alpha = torch.nn.Parameter(torch.zeros(len(self.prunable)))
+        # fp16/bf16 models train in float32
+        self.graph = TorchGraph(model).float().to(device)
+        self.alpha = torch.nn.Parameter(torch.zeros(len(self.prunable), device=device))
         self._full: torch.Tensor | None = None
-        self._index = torch.as_tensor(self.prunable, dtype=torch.long)
+        self._index = torch.as_tensor(self.prunable, dtype=torch.long, device=device)
         self.gating = True
         hooks = {}
         for read in analysis.reads:
@@ -51,15 +54,15 @@ class GatedGraph:
             usable = (channels >= 0) & prunable[np.maximum(channels, 0)]
             if not usable.any():
                 continue
-            gather = torch.as_tensor(np.where(usable, channels, analysis.total_channels))
+            gather = torch.as_tensor(np.where(usable, channels, analysis.total_channels),
+                                     device=device)
             hooks[(read.node, read.index)] = self._hook(gather, read.axis)
         self.graph.set_read_hooks(hooks)
         counter = MacCounter(analysis)
-        self.coeff = torch.as_tensor(counter.coeff)
-        self.reduce = torch.as_tensor(counter.reduce)
-        self.out = torch.as_tensor(counter.out)
-        self.fixed_reduce = torch.as_tensor(counter.fixed_reduce)
-        self.fixed_out = torch.as_tensor(counter.fixed_out)
+        self.coeff, self.reduce, self.out, self.fixed_reduce, self.fixed_out = (
+            torch.as_tensor(a, device=device) for a in (
+                counter.coeff, counter.reduce, counter.out, counter.fixed_reduce,
+                counter.fixed_out))
         self.macs_before = float(counter.macs(np.ones(analysis.total_channels, dtype=bool)))
 
     def _hook(self, gather: torch.Tensor, axis: int) -> Callable:
@@ -77,7 +80,8 @@ class GatedGraph:
 
     def full_gates(self) -> torch.Tensor:
         """Gates over all global channels plus a trailing 1 for fixed positions."""
-        full = torch.ones(self.analysis.total_channels + 1, dtype=self.alpha.dtype)
+        full = torch.ones(self.analysis.total_channels + 1, dtype=self.alpha.dtype,
+                          device=self.alpha.device)
         return full.index_copy(0, self._index, self.lambdas())
 
     def forward(self, x: torch.Tensor, gated: bool = True):
@@ -134,10 +138,12 @@ def _first(output):
 def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray | None,
                 target: float, config: GateConfig = GateConfig(),
                 progress: Callable[[dict], None] | None = None,
-                state: dict | None = None) -> GateResult:
-    """Train one gate per prunable channel towards ``target`` × the original MACs."""
+                state: dict | None = None, *, device: str = "cpu") -> GateResult:
+    """Train one gate per prunable channel towards ``target`` × the original MACs, on torch
+    ``device`` (auto|cpu|cuda|cuda:N; each batch is moved there)."""
+    device = resolve_device(device)
     torch.manual_seed(config.seed)
-    gated = GatedGraph(model, analysis)
+    gated = GatedGraph(model, analysis, device)
     with torch.no_grad():
         gated.alpha.fill_(math.log(config.init / (1.0 - config.init)))
     optimizer = torch.optim.Adam([gated.alpha], lr=config.lr)
@@ -151,8 +157,8 @@ def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray |
     history = []
     for it in range(start, config.iterations):
         idx = order[it * config.batch_size:(it + 1) * config.batch_size]
-        xb = torch.as_tensor(x[idx])
-        yb = torch.as_tensor(y[idx]) if y is not None else None
+        xb = torch.as_tensor(x[idx]).to(device)
+        yb = torch.as_tensor(y[idx]).to(device) if y is not None else None
         teacher = None
         if yb is None:
             with torch.no_grad():
@@ -178,6 +184,7 @@ def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray |
             progress(record, lambda: _snapshot(gated, optimizer, it + 1, best))
     alpha = best[2] if best[1] > 0 else gated.alpha.detach()
     gates = np.ones(analysis.total_channels)
+    alpha = alpha.cpu()
     gates[gated.prunable] = torch.sigmoid(alpha).numpy()
     return GateResult(gates, best[1], history, alpha.numpy())
 
@@ -186,16 +193,18 @@ def _snapshot(gated: GatedGraph, optimizer, iteration: int, best) -> dict:
     """The training state as numpy arrays (for a checkpoint)."""
     adam = optimizer.state[gated.alpha]
     return {
-        "iteration": iteration, "alpha": gated.alpha.detach().numpy().copy(),
-        "adam_step": float(adam["step"]), "adam_exp_avg": adam["exp_avg"].numpy().copy(),
-        "adam_exp_avg_sq": adam["exp_avg_sq"].numpy().copy(),
-        "best_loss": best[0], "best_iteration": best[1], "best_alpha": best[2].numpy().copy(),
+        "iteration": iteration, "alpha": gated.alpha.detach().cpu().numpy().copy(),
+        "adam_step": float(adam["step"]), "adam_exp_avg": adam["exp_avg"].cpu().numpy().copy(),
+        "adam_exp_avg_sq": adam["exp_avg_sq"].cpu().numpy().copy(),
+        "best_loss": best[0], "best_iteration": best[1],
+        "best_alpha": best[2].cpu().numpy().copy(),
     }
 
 
 def _restore(gated: GatedGraph, optimizer, state: dict):
     """Load a snapshot into the gates and the optimizer; returns (start, best)."""
-    alpha = torch.as_tensor(np.asarray(state["alpha"], dtype=np.float32))
+    device = gated.alpha.device
+    alpha = torch.as_tensor(np.asarray(state["alpha"], dtype=np.float32), device=device)
     if alpha.shape != gated.alpha.shape:
         from onnxprune.errors import OnnxPruneError
 
@@ -203,9 +212,11 @@ def _restore(gated: GatedGraph, optimizer, state: dict):
     gated.alpha.data.copy_(alpha)
     optimizer.state[gated.alpha] = {
         "step": torch.tensor(float(state["adam_step"])),
-        "exp_avg": torch.as_tensor(np.asarray(state["adam_exp_avg"], dtype=np.float32)),
-        "exp_avg_sq": torch.as_tensor(np.asarray(state["adam_exp_avg_sq"], dtype=np.float32)),
+        "exp_avg": torch.as_tensor(np.asarray(state["adam_exp_avg"], dtype=np.float32),
+                                   device=device),
+        "exp_avg_sq": torch.as_tensor(np.asarray(state["adam_exp_avg_sq"], dtype=np.float32),
+                                      device=device),
     }
     best = (float(state["best_loss"]), int(state["best_iteration"]),
-            torch.as_tensor(np.asarray(state["best_alpha"], dtype=np.float32)))
+            torch.as_tensor(np.asarray(state["best_alpha"], dtype=np.float32), device=device))
     return int(state["iteration"]), best

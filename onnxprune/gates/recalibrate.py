@@ -5,7 +5,15 @@ sees and nothing re-normalizes it. Layers are corrected one at a time, in topolo
 on the pruned graph's activations *after* the corrections upstream of it (so errors do not
 accumulate), against the original model's activations on the same calibration inputs.
 
-Two corrections, per layer:
+**One sweep** (as layer-wise post-training methods like GPTQ process a network): both graphs
+are compiled once and run step by step, each step over every calibration batch (``_Sweep``).
+When the pruned graph's sweep reaches a layer, the layer is fitted on the inputs the corrected
+layers upstream produced, its new weights go into its step, and its corrected output is fed
+forward: about one forward pass of each graph plus the solves. Only tensors still to be read
+stay cached, on the device up to ``memory_budget`` bytes, spilled to a temporary folder past
+it. A residual Add's other input is taken with the weights of that moment (later layers not
+yet fitted), so the result equals the earlier per-layer implementation's (which reran the
+whole pruned graph for every layer; ``tests/gates/recalibrate_reference.py``).
 
 * ``"reconstruct"`` (default; least-squares reconstruction, as in channel pruning by
   Luo et al. 2017 / He et al. 2017). For a 2-D Conv (any ``group``: one problem per group, so
@@ -17,15 +25,14 @@ Two corrections, per layer:
   reader is a residual ``Add`` is fitted so that the *sum* matches the original (target =
   original Add output − the pruned graph's other Add input), which also absorbs the error
   carried by the residual stream. Layers whose input is unchanged are left alone; at most
-  ``_MAX_ROWS`` random im2col rows per calibration batch enter the normal equations.
+  ``_MAX_ROWS`` random im2col rows per calibration batch enter the normal equations XᵀX, XᵀY,
+  accumulated batch by batch, one set per fold (alternate batches).
 
-  ρ is chosen per layer from ``RIDGE_GRID`` by two-fold cross-validation over the calibration
-  batches (``choose_ridge``), computed from the two folds' normal equations alone. A fixed
-  small ρ let the Gemm layers memorise the calibration images (one row per image: 512 rows
-  for VGG's 576-input Gemm) and cost held-out accuracy that a validation slice of the
-  training data could not show; cross-validation picks ρ 0.1–10 there and 1e-4–1e-3 for the
-  convs. Effect on held-out MNIST (VGG, target 0.25, seed 0): AutoBot 97.0 → 98.0%, random
-  98.0 → 98.4%. Results per model: ``tools/bench_autobot.py`` and benchmarks/autobot.json.
+  ρ is chosen per layer from ``RIDGE_GRID`` by two-fold cross-validation (``choose_ridge``),
+  from the two folds' normal equations alone. A fixed small ρ let the Gemm layers memorise the
+  calibration images (one row per image: 512 rows for VGG's 576-input Gemm); cross-validation
+  picks ρ 0.1–10 there and 1e-4–1e-3 for the convs (VGG, target 0.25, seed 0, held-out MNIST:
+  AutoBot 97.0 → 98.0%, random 98.0 → 98.4%; see benchmarks/autobot.json).
 * ``"stats"`` (adaptive-BN / EagleEye style, for convs and Gemms; also the fallback for convs the
   reconstruction does not handle: auto_pad, not 2-D): rescale each kept output channel so that
   its per-channel mean and std match the original's: ``y' = (y - μ_p) · σ_o/σ_p + μ_o``.
@@ -33,7 +40,11 @@ Two corrections, per layer:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 import onnx
@@ -41,34 +52,190 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
+from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import RECALIBRATION_MODES
+from onnxprune.gates.device import resolve_device
 from onnxprune.gates.executor import TorchGraph
+from onnxprune.gates.torch_ops import OPS, NodeSpec
+from onnxprune.graph import opset_version
 
 _EPS = 1e-6
 RIDGE = 1e-3  # ρ as a fraction of mean(diag(XᵀX)) when cross-validation is impossible
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ρ candidates, chosen per layer by 2-fold CV
 _MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of cached activations kept on the device; spilled past it
+Progress = Callable[[int, int, str], None]  # (layers done, layers in all, layer name)
 
 
-def _channel_stats(graph: TorchGraph, x: np.ndarray, names: list[str], batch: int):
-    """Per-channel (axis 1) mean and std of each named tensor over the calibration set."""
-    sums = {n: 0.0 for n in names}
-    squares = {n: 0.0 for n in names}
-    count = {n: 0 for n in names}
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            _, got = graph.forward_with(torch.as_tensor(x[start:start + batch]), set(names))
-            for name in names:
-                t = got[name].double().transpose(0, 1).reshape(got[name].shape[1], -1)
-                sums[name] = sums[name] + t.sum(1)
-                squares[name] = squares[name] + (t * t).sum(1)
-                count[name] += t.shape[1]
-    stats = {}
-    for name in names:
-        mean = sums[name] / count[name]
-        var = (squares[name] / count[name] - mean * mean).clamp_min(0.0)
-        stats[name] = (mean.numpy(), var.sqrt().numpy())
-    return stats
+class _Cache:
+    """Per-batch activations of the sweeps: on the device while they fit in ``budget`` bytes
+    (all sweeps together), past that written to ``.npy`` files in a temporary folder and read
+    back when used."""
+
+    def __init__(self, budget: int, device: str):
+        self.budget, self.device = max(int(budget), 0), device
+        self.used = self.peak = self.spilled = 0
+        self.folder: str | None = None
+
+    def put(self, tensor: torch.Tensor):
+        size = tensor.numel() * tensor.element_size()
+        if self.used + size <= self.budget or tensor.dtype == torch.bfloat16:  # numpy has none
+            self.used += size
+            self.peak = max(self.peak, self.used)
+            return tensor, size
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="onnxprune-recalibrate-")
+        path = os.path.join(self.folder, f"{self.spilled}.npy")
+        self.spilled += 1
+        np.save(path, tensor.detach().cpu().numpy())
+        return path, 0
+
+    def get(self, entry) -> torch.Tensor:
+        value = entry[0]
+        if isinstance(value, str):
+            return torch.from_numpy(np.load(value)).to(self.device)
+        return value
+
+    def drop(self, entry) -> None:
+        value, size = entry
+        self.used -= size
+        if isinstance(value, str):
+            os.unlink(value)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+class _Sweep:
+    """A TorchGraph's compiled steps, run one at a time, each over every calibration batch.
+
+    Only tensors that a later step reads, or that are ``wanted`` (until ``release``d), stay
+    in the cache: memory is the graph's frontier × the calibration set, never all activations
+    of all layers. Steps that no wanted tensor depends on are never run.
+    """
+
+    def __init__(self, graph: TorchGraph, x: np.ndarray, batch: int, cache: _Cache,
+                 wanted: Counter):
+        if len(graph.input_names) != 1:
+            raise OnnxPruneError(f"recalibration needs a model with one input, "
+                                 f"got {len(graph.input_names)}")
+        self.graph, self.x, self.cache, self.device = graph, x, cache, cache.device
+        self.bounds = [(s, min(s + batch, len(x))) for s in range(0, len(x), batch)]
+        self.input = graph.input_names[0]
+        # executor hook wanted: a public list of compiled steps (see the report of issue 13)
+        self.steps = list(graph._runtime)  # (fn, input names, output names), in node order
+        self.producer = {o: k for k, (_, _, outs) in enumerate(self.steps) for o in outs}
+        self.wanted = Counter(wanted)
+        self.live = self._live(set(self.wanted))
+        self.last_read: dict[str, int] = {}
+        for k in sorted(self.live):
+            for name in self.steps[k][1]:
+                self.last_read[name] = k
+        self.values: dict[str, list] = {}
+        self.overrides: dict[str, torch.Tensor] = {}
+        self.next = 0  # every step before it has run (or is not needed)
+
+    @property
+    def batches(self) -> int:
+        return len(self.bounds)
+
+    def _live(self, needed: set[str]) -> set[int]:
+        live = set()
+        for k in range(len(self.steps) - 1, -1, -1):
+            _, ins, outs = self.steps[k]
+            if needed.intersection(outs):
+                live.add(k)
+                needed.update(ins)
+        return live
+
+    def value(self, name: str, b: int) -> torch.Tensor:
+        """``name`` on calibration batch ``b`` (computed already, an input or a constant)."""
+        if name in self.overrides:
+            return self.overrides[name]
+        if name in self.values:
+            return self.cache.get(self.values[name][b])
+        if name == self.input:
+            start, stop = self.bounds[b]
+            return torch.as_tensor(self.x[start:stop]).to(self.device)
+        if name not in self.producer and self.graph._is_const(name):
+            return self.graph._constant(name)
+        raise OnnxPruneError(f"recalibration: tensor '{name}' is not available (a bug)")
+
+    def peek(self, name: str, b: int) -> torch.Tensor:
+        """``name`` on batch ``b`` with the weights of now, running the steps it needs that the
+        sweep has not reached yet (for this batch only; nothing is stored)."""
+        if self.producer.get(name, -1) < self.next:
+            return self.value(name, b)
+        needed, todo = {name}, []
+        for k in range(self.producer[name], self.next - 1, -1):
+            _, ins, outs = self.steps[k]
+            if needed.intersection(outs):
+                todo.append(k)
+                needed.update(i for i in ins if self.producer.get(i, -1) >= self.next)
+        local: dict[str, torch.Tensor] = {}
+        for k in reversed(todo):
+            fn, ins, outs = self.steps[k]
+            result = fn(*[local[i] if i in local else self.value(i, b) for i in ins])
+            local.update(zip(outs, (result,) if len(outs) == 1 else result))
+        return local[name]
+
+    def advance(self, names) -> None:
+        """Run the steps up to the one that produces the last of ``names``."""
+        self.advance_to(max((self.producer[n] + 1 for n in names if n in self.producer),
+                            default=0))
+
+    def advance_to(self, stop: int) -> None:
+        """Run every needed step before step ``stop``."""
+        for k in range(self.next, stop):
+            if k in self.live:
+                self._run(k)
+            self.next = k + 1
+
+    def _run(self, k: int) -> None:
+        fn, ins, outs = self.steps[k]
+        keep = {o for o in outs if self.last_read.get(o, -1) > k or self.wanted[o] > 0}
+        stored: dict[str, list] = {o: [] for o in keep}
+        for b in range(self.batches):
+            result = fn(*[self.value(i, b) for i in ins])
+            for name, item in zip(outs, (result,) if len(outs) == 1 else result):
+                if name in stored:
+                    stored[name].append(self.cache.put(item))
+        self.values.update(stored)
+        self.next = k + 1
+        for name in set(ins):
+            self._maybe_free(name)
+
+    def replace(self, k: int, fn, ins: list[str], constants: dict[str, torch.Tensor]) -> None:
+        """Step ``k`` (not run yet) computes with ``fn`` from ``ins``, reading ``constants``."""
+        self.steps[k] = (fn, ins, self.steps[k][2])
+        self.overrides.update(constants)
+
+    def release(self, names) -> None:
+        for name in names:
+            self.wanted[name] -= 1
+            self._maybe_free(name)
+
+    def _maybe_free(self, name: str) -> None:
+        if (name in self.values and self.last_read.get(name, -1) < self.next
+                and self.wanted[name] <= 0):
+            for entry in self.values.pop(name):
+                self.cache.drop(entry)
+
+
+def _channel_stats(tensors) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (axis 1) mean and std over an iterable of batches (float64)."""
+    sums = squares = 0.0
+    count = 0
+    for got in tensors:
+        t = got.double().transpose(0, 1).reshape(got.shape[1], -1)
+        sums = sums + t.sum(1)
+        squares = squares + (t * t).sum(1)
+        count += t.shape[1]
+    mean = sums / count
+    var = (squares / count - mean * mean).clamp_min(0.0)
+    return mean.cpu().numpy(), var.sqrt().cpu().numpy()
 
 
 def _layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -126,30 +293,6 @@ def _targets(node: onnx.NodeProto, y: torch.Tensor, group: int) -> torch.Tensor:
     return y.reshape(n, group, c // group, -1).permute(1, 0, 3, 2).reshape(group, -1, c // group)
 
 
-class _Reference:
-    """The original model's tensors on the calibration batches: cached when small, else rerun."""
-
-    def __init__(self, graph: TorchGraph, x: np.ndarray, names: set[str], batch: int,
-                 budget: int = 1 << 30):
-        self.graph, self.x, self.batch = graph, x, batch
-        self.cache: list[dict] | None = None
-        first = self._run(0, names)
-        size = sum(t.numel() * t.element_size() for t in first.values())
-        if size * -(-len(x) // batch) <= budget:
-            self.cache = [first] + [self._run(s, names) for s in range(batch, len(x), batch)]
-
-    def _run(self, start: int, names: set[str]) -> dict:
-        with torch.no_grad():
-            _, got = self.graph.forward_with(torch.as_tensor(self.x[start:start + self.batch]),
-                                             names)
-        return got
-
-    def get(self, index: int, names: set[str]) -> dict:
-        if self.cache is not None:
-            return self.cache[index]
-        return self._run(index * self.batch, names)
-
-
 def _residual_adds(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     """layer output -> (Add output, the Add's other input) where the Add is its only reader."""
     inits = {t.name for t in model.graph.initializer}
@@ -189,7 +332,7 @@ class _Normal:
     def solve(self, prior: torch.Tensor, ridge: float) -> torch.Tensor:
         """argmin ||XW − Y||² + ρ||W − prior||², ρ = ridge × mean(diag(XᵀX)): [G, fan+1, per]."""
         rho = ridge * torch.diagonal(self.gram, dim1=1, dim2=2).mean(1).clamp_min(_EPS)
-        eye = torch.eye(self.gram.shape[1], dtype=torch.float64)
+        eye = torch.eye(self.gram.shape[1], dtype=torch.float64, device=self.gram.device)
         return torch.linalg.solve(self.gram + rho[:, None, None] * eye,
                                   self.rhs + rho[:, None, None] * prior)
 
@@ -219,63 +362,60 @@ def choose_ridge(folds: tuple[_Normal, _Normal], prior: torch.Tensor) -> float:
     return RIDGE_GRID[errors.index(min(finite))] if finite else RIDGE
 
 
-def _fit_rows(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
-              out_index: np.ndarray, w0_shape, group: int, batch: int,
-              residual: tuple[str, str] | None):
-    """Normal equations over the calibration batches, in two folds (alternate batches), and
-    whether the layer's input differs from the original's at all."""
+def _input_changed(node, sweep: _Sweep, reference: _Sweep) -> bool:
+    """Whether the layer's input in the pruned graph differs from the original's anywhere."""
+    for b in range(sweep.batches):
+        got, want = sweep.value(node.input[0], b), reference.value(node.input[0], b)
+        if got.shape != want.shape or not torch.allclose(got, want, atol=1e-6):
+            return True
+    return False
+
+
+def _fit_rows(node, sweep: _Sweep, reference: _Sweep, out_index: np.ndarray, w0_shape,
+              group: int, residual: tuple[str, str] | None) -> tuple[_Normal, _Normal]:
+    """Normal equations over the calibration batches, in two folds (alternate batches)."""
     folds = (_Normal(), _Normal())
-    changed = False
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for index, start in enumerate(range(0, len(x), batch)):
-            xb = torch.as_tensor(x[start:start + batch])
-            wanted = {node.input[0]} | ({residual[1]} if residual else set())
-            _, got_p = graph_p.forward_with(xb, wanted)
-            got_o = reference.get(index, {node.input[0], node.output[0]}
-                                  | ({residual[0]} if residual else set()))
-            inp = got_p[node.input[0]]
-            ref_in = got_o[node.input[0]]
-            if inp.shape != ref_in.shape or not torch.allclose(inp, ref_in, atol=1e-6):
-                changed = True
-            cols = _columns(node, inp, w0_shape)
-            if residual:
-                y = got_o[residual[0]][:, torch.as_tensor(out_index)] - got_p[residual[1]]
-            else:
-                y = got_o[node.output[0]][:, torch.as_tensor(out_index)]
-            target = _targets(node, y, group)
-            if cols.shape[1] > _MAX_ROWS:  # a random subset of the positions suffices
-                rows = torch.randperm(cols.shape[1], generator=generator)[:_MAX_ROWS]
-                cols, target = cols[:, rows], target[:, rows]
-            cols = torch.cat([cols, torch.ones(*cols.shape[:2], 1, dtype=cols.dtype)], 2)
-            folds[index % 2].add(cols, target)
-    return folds, changed
+    index = torch.as_tensor(out_index, device=sweep.device)
+    for b in range(sweep.batches):
+        cols = _columns(node, sweep.value(node.input[0], b), w0_shape)
+        if residual:  # the other Add input with the weights of now (later layers unfitted)
+            y = reference.value(residual[0], b)[:, index] - sweep.peek(residual[1], b)
+        else:
+            y = reference.value(node.output[0], b)[:, index]
+        target = _targets(node, y, group)
+        if cols.shape[1] > _MAX_ROWS:  # a random subset of the positions suffices
+            rows = torch.randperm(cols.shape[1], generator=generator)[:_MAX_ROWS]
+            rows = rows.to(cols.device)
+            cols, target = cols[:, rows], target[:, rows]
+        ones = torch.ones(*cols.shape[:2], 1, dtype=cols.dtype, device=cols.device)
+        folds[b % 2].add(torch.cat([cols, ones], 2), target)
+    return folds
 
 
-def _reconstruct(node, graph_p: TorchGraph, reference: _Reference, x: np.ndarray,
-                 out_index: np.ndarray, weight: np.ndarray, bias: np.ndarray, batch: int,
-                 residual: tuple[str, str] | None = None):
+def _reconstruct(node, sweep: _Sweep, reference: _Sweep, out_index: np.ndarray,
+                 weight: np.ndarray, bias: np.ndarray, residual: tuple[str, str] | None = None):
     """Least-squares weights/bias for ``node`` and how they were found (with the ridge); None
     when its input equals the original's.
 
     With ``residual`` = (Add output, other Add input), the layer is fitted so that the *sum*
     matches the original's: target = original Add output − the pruned graph's other input.
     """
+    if not _input_changed(node, sweep, reference):
+        return None
     a = _attrs(node)
     trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
     w0 = weight.T if (node.op_type == "Gemm" and not trans_b) else weight  # [out, fan-in...]
     group = int(a.get("group", 1)) if node.op_type == "Conv" else 1
     per = w0.shape[0] // group
-    folds, changed = _fit_rows(node, graph_p, reference, x, out_index, w0.shape, group, batch,
-                               residual)
-    if not changed:
-        return None
-    flat = torch.as_tensor(w0.reshape(group, per, -1), dtype=torch.float64)  # [G, per, fan]
-    prior = torch.cat([flat, torch.as_tensor(bias, dtype=torch.float64).view(group, per, 1)], 2)
-    prior = prior.transpose(1, 2)  # [G, fan+1, per]
+    folds = _fit_rows(node, sweep, reference, out_index, w0.shape, group, residual)
+    device = sweep.device
+    flat = torch.as_tensor(w0.reshape(group, per, -1), dtype=torch.float64, device=device)
+    prior = torch.cat([flat, torch.as_tensor(bias, dtype=torch.float64, device=device)
+                       .view(group, per, 1)], 2).transpose(1, 2)  # [G, fan+1, per]
     ridge = choose_ridge(folds, prior)
     whole = folds[0] if folds[1].gram is None else folds[0].merged(folds[1])
-    solved = whole.solve(prior, ridge).transpose(1, 2)  # [G, per, fan+1]
+    solved = whole.solve(prior, ridge).transpose(1, 2).cpu()  # [G, per, fan+1]
     if not torch.isfinite(solved).all():
         return None
     new_w = solved[..., :-1].reshape(w0.shape).numpy()
@@ -323,12 +463,13 @@ def _layer_params(node, inits, kept):
     return weight, bias, dtype, index
 
 
-def _match_stats(node, graph, original_stats, x, index, weight, bias, batch):
-    """Weights/bias rescaling each output channel to the original's mean/std (from
-    ``original_stats``), and how; None when already matching."""
+def _match_stats(node, sweep: _Sweep, reference: _Sweep, index, weight, bias):
+    """Weights/bias rescaling each output channel to the original's mean/std, and how; None
+    when already matching."""
     name = node.output[0]
-    mean_p, std_p = _channel_stats(graph, x, [name], batch)[name]
-    mean_o, std_o = (s[index] for s in original_stats[name])
+    mean_p, std_p = _channel_stats(sweep.peek(name, b) for b in range(sweep.batches))
+    mean_o, std_o = (s[index] for s in _channel_stats(reference.value(name, b)
+                                                      for b in range(reference.batches)))
     ratio = np.where(std_p > _EPS, std_o / np.maximum(std_p, _EPS), 1.0)
     if np.allclose(ratio, 1.0, atol=1e-4) and np.allclose(mean_p, mean_o, atol=1e-5):
         return None
@@ -337,52 +478,103 @@ def _match_stats(node, graph, original_stats, x, index, weight, bias, batch):
     return weight * ratio.reshape(shape), (bias - mean_p) * ratio + mean_o, {"how": "stats"}
 
 
+def _jobs(layers, inits, kept, mode, adds, frozen=()) -> list[tuple]:
+    """(node, params, kind, residual, names read in the pruned graph, in the original) for each
+    layer to correct, in topological order; kind is "reconstruct" or "stats"."""
+    jobs = []
+    for node in layers:
+        params = None if node.name in frozen else _layer_params(node, inits, kept)
+        if params is None:
+            continue
+        if mode == "reconstruct" and _reconstructable(node, params[0]):
+            residual = adds.get(node.output[0])
+            mine = {node.input[0]} | ({residual[1]} if residual else set())
+            theirs = {node.input[0], residual[0] if residual else node.output[0]}
+            jobs.append((node, params, "reconstruct", residual, mine, theirs))
+        elif node.op_type == "Conv" or _reconstructable(node, params[0]):  # plain Gemm too
+            names = {node.output[0]}
+            jobs.append((node, params, "stats", None, names, names))
+    return jobs
+
+
+def _apply(model, inits, node, sweep: _Sweep, opset: int, result, dtype) -> None:
+    """Write the corrected weights into ``model`` and into the sweep's step for ``node``."""
+    new_weight, new_bias, _ = result
+    inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_weight.astype(dtype),
+                                                          node.input[1]))
+    _set_bias(model, inits, node, node.output[0], new_bias, dtype)
+    step = sweep.producer.get(node.output[0])
+    if step is None:
+        return
+    # as the executor would see them: stored in the model's dtype, computed in float32
+    weight, bias = (torch.from_numpy(numpy_helper.to_array(inits[n]).copy()).float()
+                    .to(sweep.device) for n in node.input[1:3])
+    spec = NodeSpec(node, opset, {1: weight, 2: bias})
+    kernel = OPS[node.op_type](spec)
+    sweep.replace(step, kernel.fn, [spec.inputs[i] for i in kernel.args],
+                  {node.input[1]: weight, node.input[2]: bias})
+
+
 def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarray,
-                kept: Mapping[str, np.ndarray], batch: int = 256,
-                mode: str = "reconstruct") -> tuple[onnx.ModelProto, list[dict]]:
+                kept: Mapping[str, np.ndarray], batch: int = 256, mode: str = "reconstruct",
+                *, device: str = "cpu", batch_size: int = 64, memory_budget: int | None = None,
+                progress: Progress | None = None,
+                frozen: Collection[str] = ()) -> tuple[onnx.ModelProto, list[dict]]:
     """Return ``pruned`` with layer weights/biases corrected, and one record per changed layer
     (``layer``, ``how``: reconstruct/stats, ``ridge`` for a reconstruction).
 
     ``kept[tensor]`` lists, for a conv output tensor of the pruned graph, the original channel
     index of each of its channels (a layer output not listed keeps all its channels).
     ``mode`` is ``"reconstruct"`` (least squares, stats as fallback) or ``"stats"``.
+    One sweep over both graphs in topological order (see the module docstring), streaming
+    ``x`` in batches of ``min(batch, batch_size)`` (``batch`` is the older name, kept for
+    callers; the two folds of the cross-validation are alternate batches) on ``device``
+    (auto|cpu|cuda|cuda:N). Cached activations take at most ``memory_budget`` bytes on the
+    device (default ``DEFAULT_MEMORY_BUDGET``), the rest is spilled to a temporary folder.
+    ``progress(done, total, layer name)`` is called after each layer it considers. Layers
+    (node names) in ``frozen`` keep their weights bit for bit (e.g. ``--exclude``).
     """
     if mode not in RECALIBRATION_MODES:
         raise ValueError(f"unknown recalibration mode {mode!r}")
+    device = resolve_device(device)
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
     inits = {t.name: t for t in model.graph.initializer}
-    original_graph = reference = original_stats = None
-    records = []
-    layers = _layers(model)
-    adds = _residual_adds(model)
-    for node in layers:
-        params = _layer_params(node, inits, kept)
-        if params is None:
-            continue
-        weight, bias, dtype, index = params
-        if original_graph is None:
-            original_graph = TorchGraph(original).float()
-        graph = TorchGraph(model).float()
-        if mode == "reconstruct" and _reconstructable(node, weight):
-            if reference is None:
-                names = {n for layer in layers for n in (layer.input[0], layer.output[0])}
-                names |= {adds[n][0] for n in names if n in adds}
-                reference = _Reference(original_graph, x, names, min(batch, 64))
-            result = _reconstruct(node, graph, reference, x, index, weight, bias, min(batch, 64),
-                                  adds.get(node.output[0]))
-        elif node.op_type == "Conv" or _reconstructable(node, weight):  # plain Gemm too
-            if original_stats is None:  # every layer's, in one pass over the original
-                original_stats = _channel_stats(original_graph, x,
-                                                [layer.output[0] for layer in layers], batch)
-            result = _match_stats(node, graph, original_stats, x, index, weight, bias, batch)
-        else:
-            result = None
-        if result is None:
-            continue
-        new_weight, new_bias, how = result
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_weight.astype(dtype),
-                                                              node.input[1]))
-        _set_bias(model, inits, node, node.output[0], new_bias, dtype)
-        records.append({"layer": node.name, **how})
+    jobs = _jobs(_layers(model), inits, kept, mode, _residual_adds(model), set(frozen))
+    if not jobs or len(x) == 0:
+        return model, []
+    batch = max(1, min(int(batch), int(batch_size)))
+    cache = _Cache(DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget, device)
+    try:
+        with torch.no_grad():
+            sweep = _Sweep(TorchGraph(model).float().to(device), x, batch, cache,
+                           Counter(n for job in jobs for n in job[4]))
+            reference = _Sweep(TorchGraph(original).float().to(device), x, batch, cache,
+                               Counter(n for job in jobs for n in job[5]))
+            records = _sweep_layers(model, inits, jobs, sweep, reference, progress)
+    finally:
+        cache.close()
     return model, records
+
+
+def _sweep_layers(model, inits, jobs, sweep: _Sweep, reference: _Sweep,
+                  progress: Progress | None) -> list[dict]:
+    records, opset = [], opset_version(model)
+    for done, (node, params, kind, residual, mine, theirs) in enumerate(jobs, 1):
+        weight, bias, dtype, index = params
+        step = sweep.producer.get(node.output[0])
+        if step is not None:  # None: folded to a constant by the executor, nothing to fit
+            sweep.advance_to(step)  # its input is ready; the other Add input is peeked
+            reference.advance(theirs)
+            if kind == "reconstruct":
+                result = _reconstruct(node, sweep, reference, index, weight, bias, residual)
+            else:
+                result = _match_stats(node, sweep, reference, index, weight, bias)
+            if result is not None:
+                _apply(model, inits, node, sweep, opset, result, dtype)
+                records.append({"layer": node.name, **result[2]})
+        sweep.release(mine)
+        reference.release(theirs)
+        if progress is not None:
+            progress(done, len(jobs), node.name)
+    return records
