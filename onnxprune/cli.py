@@ -11,13 +11,14 @@ import traceback
 
 import click
 
-from onnxprune.cli_options import (NumberList, Fraction, compose, force_option, input_shape_option,
-                                   json_option,
+from onnxprune.cli_options import (NumberList, Fraction, compose, device_option, force_option,
+                                   input_shape_option, json_option,
                                    preprocessing, preprocessing_options, provider_option,
                                    subset_options, threads_option, threshold_options)
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
+from onnxprune.finetuning import AUGMENT
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, MIN_EVAL_SAMPLES,
-                                     RECALIBRATION_MODES)
+                                     OPTIMIZERS, RECALIBRATION_MODES)
 from onnxprune.gates.config import GateConfig as _GATES
 
 EXIT_INTERNAL = 3
@@ -330,3 +331,54 @@ def compress(model, output, as_json, **params):
     result = api.compress(config)
     click.echo(json.dumps(result, indent=2) if as_json else format_compress(result))
     check_thresholds(result)
+
+
+@main.command()
+@click.argument("pruned", type=click.Path(dir_okay=False))
+@click.option("--teacher", required=True, type=click.Path(dir_okay=False),
+              help="The original (unpruned) model to distil from.")
+@click.option("--data", required=True, type=click.Path(),
+              help="Training data: .npz (x, optional y) or a folder of class sub-folders.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The fine-tuned model (same graph, new weights).")
+@click.option("--eval-data", type=click.Path(), help="Held-out data for accuracy per epoch.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Instead of --epochs: this many optimizer steps.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="The global batch (split over torchrun's processes).")
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(OPTIMIZERS))
+@click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option("--warmup", default=0.05, show_default=True, type=Fraction(closed=True),
+              help="Share of the steps with a linear warm-up before the cosine decay.")
+@click.option("--temperature", default=4.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Distillation temperature.")
+@click.option("--augment", default="auto", show_default=True, type=click.Choice(AUGMENT),
+              help="Random flip and crop; auto: for image folders, not for .npz.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--checkpoint-every", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Steps between checkpoints (OUTPUT.finetune.ckpt.npz).")
+@device_option
+@subset_options
+@preprocessing_options
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT.finetune.ckpt.npz.")
+@force_option
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--progress", is_flag=True, help="Progress also when stderr is not a terminal.")
+@json_option
+def finetune(pruned, as_json, **params):
+    """Fine-tune PRUNED (all weights), distilled from --teacher; torchrun for several processes."""
+    from onnxprune.finetuning import FinetuneRun, format_finetune, run_finetune
+
+    prep = preprocessing(params)
+    result = run_finetune(FinetuneRun(pruned=pruned, preprocessing=prep, **params))
+    if _rank() == 0:  # under torchrun only rank 0 reports (and writes)
+        click.echo(json.dumps(result, indent=2) if as_json else format_finetune(result))
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))

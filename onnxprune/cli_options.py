@@ -69,6 +69,9 @@ provider_option = click.option(
     help="ONNX Runtime execution provider; 'cuda' fails rather than fall back to the CPU.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
                               help="Intra-op threads (ONNX Runtime's default).")
+device_option = click.option(
+    "--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+    help="Torch device of the training steps; auto takes CUDA when torch sees it.")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object (also when a check fails).")
 force_option = click.option("--force", is_flag=True, help="Allow overwriting an input file.")

@@ -25,3 +25,25 @@ CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selec
 RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching
 HOLDOUT = 0.1  # without --eval-data: the seeded part of --data held out for the figures
 MIN_EVAL_SAMPLES = 200  # fewer evaluation samples: figures flagged, thresholds fail closed
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning of a pruned graph: knowledge distillation from the original (+ CE)."""
+
+    epochs: int = 1
+    iterations: int | None = None  # instead of epochs: this many optimizer steps
+    batch_size: int = 64  # the global batch (split over torchrun's processes)
+    lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum) | adamw
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.05  # share of the steps with a linear warm-up
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the distillation term when labels exist
+    augment: bool = False  # random flip and crop (image folders by default)
+    seed: int = 0
+    checkpoint_every: int = 50
+
+
+OPTIMIZERS = ("sgd", "adamw")

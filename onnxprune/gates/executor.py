@@ -42,9 +42,15 @@ class _Plan:
 
 
 class TorchGraph(nn.Module):
-    """An ONNX model as a torch module; weights are frozen buffers that move with ``.to()``."""
+    """An ONNX model as a torch module; weights are frozen buffers that move with ``.to()``.
 
-    def __init__(self, model: onnx.ModelProto, read_hooks: dict[HookKey, Hook] | None = None):
+    With ``trainable=True`` every float32 initializer that a node reads is an ``nn.Parameter``
+    instead (fine-tuning): nodes reading it are not folded, so gradients reach it;
+    ``trainable_weights()`` maps initializer names to those parameters.
+    """
+
+    def __init__(self, model: onnx.ModelProto, read_hooks: dict[HookKey, Hook] | None = None,
+                 trainable: bool = False):
         super().__init__()
         names = [n.name for n in model.graph.node]
         if not all(names) or len(set(names)) < len(names):
@@ -65,8 +71,15 @@ class TorchGraph(nn.Module):
         self._known = inits | set(self.input_names) | {o for n in self._nodes for o in n.output}
         self._dims = _infer_dims(model)
         self._base_names: dict[str, str] = {}
+        self._param_names: dict[str, str] = {}
+        read = {name for n in self._nodes for name in n.input}
         for index, init in enumerate(graph.initializer):
-            self.register_buffer(f"_c{index}", _to_torch(init), persistent=False)
+            value = _to_torch(init)
+            if trainable and value.dtype == torch.float32 and init.name in read:
+                self.register_parameter(f"_p{index}", nn.Parameter(value))
+                self._param_names[init.name] = f"_p{index}"
+                continue
+            self.register_buffer(f"_c{index}", value, persistent=False)
             self._base_names[init.name] = f"_c{index}"
         self._folded_names: dict[str, str] = {}
         self.set_read_hooks(read_hooks or {})
@@ -136,11 +149,17 @@ class TorchGraph(nn.Module):
         self._runtime.append((kernel.fn, [inputs[i] for i in kernel.args], outputs))
 
     def _constant(self, name: str) -> torch.Tensor:
+        if name in self._param_names:
+            return self._parameters[self._param_names[name]]
         attr = self._folded_names.get(name) or self._base_names[name]
         return self._buffers[attr]
 
     def _is_const(self, name: str) -> bool:
-        return name in self._folded_names or name in self._base_names
+        return name in self._folded_names or name in self._base_names or name in self._param_names
+
+    def trainable_weights(self) -> dict[str, nn.Parameter]:
+        """Initializer name -> its parameter (``trainable=True``), in graph order."""
+        return {name: self._parameters[attr] for name, attr in self._param_names.items()}
 
     def _plan(self, keep: frozenset) -> _Plan:
         plan = self._plans.get(keep)
