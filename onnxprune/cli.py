@@ -308,6 +308,7 @@ class RoundTo(click.ParamType):
 @subset_options
 @preprocessing_options
 @input_shape_option
+@device_option
 @click.option("--bench", is_flag=True, help="Also benchmark original vs pruned latency.")
 @provider_option
 @threshold_options

@@ -95,10 +95,10 @@ def run_finetune(run: FinetuneRun) -> dict:
 
         before = accuracy(TorchGraph(loaded.model).to(device), held.x, held.y, device)
     steps = Steps(run.quiet or rank > 0, run.progress)
-    with steps.phase("fine-tuning", _total(len(train), config, world)) as update:
+    with steps.phase("fine-tuning") as update:
         result = finetune(loaded.model, teacher, train.x, train.y, config, device=device,
                           eval_set=(held.x, held.y) if held is not None else None,
-                          progress=lambda s, t, terms: update(s, _terms(terms)),
+                          progress=lambda s, t, terms: update(s, _terms(terms), t),
                           checkpointer=checkpointer, resume=run.resume)
     report = {"pruned": run.pruned, "teacher": run.teacher, "output": run.output,
               "world_size": world, "steps": result.steps, "epochs": result.history,
@@ -117,12 +117,6 @@ def run_finetune(run: FinetuneRun) -> dict:
                 json.dump(report, handle, indent=2)
         checkpoint_path(run.output).unlink(missing_ok=True)
     return report
-
-
-def _total(n: int, config: FinetuneConfig, world: int) -> int:
-    from onnxprune.gates.finetune import _plan
-
-    return _plan(n, config, world)[2]
 
 
 def _terms(terms: dict) -> str:

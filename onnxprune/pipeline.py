@@ -52,6 +52,7 @@ class CompressConfig:
     limit: int | None = None
     preprocessing: Preprocessing = Preprocessing()
     input_shapes: dict | None = None  # {input name: dims} where the model's dims are dynamic
+    device: str = "auto"  # torch device of gate training, recalibration and synthesis
     bench: bool = False
     provider: str = "auto"
     resume: bool = False
@@ -100,7 +101,13 @@ class Inputs:
     classes: tuple[str, ...] | None  # image folders: class names in label order
 
 
-def _inputs(config: CompressConfig, model: onnx.ModelProto) -> Inputs:
+def _device(config: CompressConfig) -> str:
+    from onnxprune.gates.device import resolve_device
+
+    return resolve_device(config.device)
+
+
+def _inputs(config: CompressConfig, model: onnx.ModelProto, device: str = "cpu") -> Inputs:
     """Load --data and --eval-data; without --eval-data hold out a seeded part of --data that
     neither gate training nor calibration sees; data-free: synthetic inputs, labelled so."""
     from onnxprune.data import holdout_split, load_dataset, take
@@ -115,7 +122,7 @@ def _inputs(config: CompressConfig, model: onnx.ModelProto) -> Inputs:
                               **kwargs) if config.eval_data else None
     about = {"source": "--eval-data", "path": config.eval_data}
     if train is None:
-        x, mode = _synthetic_inputs(config, model, shape)
+        x, mode = _synthetic_inputs(config, model, shape, device)
         if evaluation is None:
             from onnxprune.data import Dataset
 
@@ -148,7 +155,7 @@ def _input_shape(model, input_shapes):
     return [d if (axis == 0 or isinstance(d, int)) else given[axis] for axis, d in enumerate(shape)]
 
 
-def _synthetic_inputs(config, model, shape):
+def _synthetic_inputs(config, model, shape, device):
     from onnxprune.gates.synthetic import synthesize
 
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
@@ -156,7 +163,9 @@ def _synthetic_inputs(config, model, shape):
                              "give --input-shape NAME:D0,D1,... or --data")
     _log(config, "onnxprune: warning: no --data given: running data-free on synthetic inputs; "
                  "real data gives better accuracy")
-    x, how = synthesize(model, tuple(shape[1:]), seed=config.seed)
+    with Steps(config.quiet, config.progress).phase("data-free synthesis") as update:
+        x, how = synthesize(model, tuple(shape[1:]), seed=config.seed, device=device,
+                            progress=lambda done, total, label: update(done, label, total))
     return x, f"data-free distillation ({how})"
 
 
@@ -172,7 +181,7 @@ def _settings_key(config: CompressConfig) -> str:
     return json.dumps(keep, sort_keys=True, default=str)
 
 
-def _scores(config, model, analysis, x, y):
+def _scores(config, model, analysis, x, y, device="cpu"):
     """Per-channel scores of the chosen method, and notes for the report."""
     if config.method != "autobot":
         from onnxprune.scores import baseline_scores
@@ -192,7 +201,8 @@ def _scores(config, model, analysis, x, y):
         _log(config, "onnxprune: no checkpoint to resume from; starting from the beginning")
     with Steps(config.quiet, config.progress).phase("gate training", config.iterations) as update:
         progress = _gate_progress(config, checkpointer, update)
-        result = train_gates(model, analysis, x, y, config.target, gate_config, progress, state)
+        result = train_gates(model, analysis, x, y, config.target, gate_config, progress, state,
+                             device=device)
     history = {"best_iteration": result.best_iteration, "last": result.history[-1:],
                "batch_size": batch}
     notes = [] if batch == config.batch_size else [
@@ -257,14 +267,15 @@ def compress(config: CompressConfig) -> dict:
             "every prunable group is excluded by --exclude" if excluded else "see 'onnxprune "
             "analyze' for the barriers")
         raise OnnxPruneError(f"nothing to prune: {why}")
-    inputs = _inputs(config, model)
-    scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y)
+    device = _device(config)
+    inputs = _inputs(config, model, device)
+    scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y, device)
     round_to = (auto_round_to(analysis, _provider_kind(config.provider))
                 if config.round_to == "auto" else config.round_to)
     selection = select(analysis, scores, config.target, round_to)
     pruned = prune_model(model, selection.plan(analysis), analysis=analysis, input_shapes=shapes)
     pruned, recalibrated, calibration = _recalibrate(config, model, pruned, analysis, selection,
-                                                     inputs)
+                                                     inputs, excluded, device)
     report = _report(config, model, pruned, analysis, selection, inputs, notes, training,
                      recalibrated)
     report["excluded"] = excluded
@@ -294,7 +305,7 @@ def _provider_kind(provider: str) -> str:
     return "cuda" if provider == "cuda" else "cpu"
 
 
-def _recalibrate(config, model, pruned, analysis, selection, inputs):
+def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, device):
     """(pruned model, recalibrated layer records, the calibration samples' indices in --data)."""
     if not config.recalibrate:
         return pruned, [], []
@@ -302,9 +313,13 @@ def _recalibrate(config, model, pruned, analysis, selection, inputs):
 
     pick = np.sort(np.random.default_rng(config.seed).permutation(len(inputs.x))
                    [:config.calibration_samples])
-    pruned, recalibrated = recalibrate(model, pruned, inputs.x[pick],
-                                       kept_channels(analysis, selection.keep),
-                                       mode=config.recalibration)
+    frozen = {node for row in excluded for node in row["nodes"]}
+    with Steps(config.quiet, config.progress).phase("recalibration") as update:
+        pruned, recalibrated = recalibrate(
+            model, pruned, inputs.x[pick], kept_channels(analysis, selection.keep),
+            mode=config.recalibration, device=device, frozen=frozen,
+            batch_size=fixed_batch(model) or 64,
+            progress=lambda done, total, name: update(done, name, total))
     training = inputs.about.get("training_indices")
     return pruned, recalibrated, (np.asarray(training)[pick].tolist() if training is not None
                                   else pick.tolist())

@@ -1,8 +1,9 @@
 """Progress of long steps on stderr through click's progress bar.
 
 Shown when stderr is a terminal (or when asked with ``--progress``: then, off a terminal, as one
-log line per tenth of the step, since click draws no bar there), never with ``--quiet``; each step
-is one ``Steps.phase(label, total)`` context giving an ``update(done, text)`` callable.
+log line per tenth of the step, since click draws no bar there), never with ``--quiet``. Each
+step is one ``Steps.phase(label, total)`` context giving an ``update(done, text, total=None)``
+callable; a step whose total is known only later passes it with its first update.
 """
 
 from __future__ import annotations
@@ -20,38 +21,48 @@ class Steps:
         self.enabled = not quiet and (force or self.terminal)
 
     @contextlib.contextmanager
-    def phase(self, label: str, total: int) -> Iterator[Callable[[int, str], None]]:
-        """``update(done, text)`` moves the bar to ``done`` of ``total`` with ``text`` beside it."""
-        if not self.enabled or total <= 0:
-            yield lambda done, text="": None
+    def phase(self, label: str, total: int | None = None) -> Iterator[Callable]:
+        """``update(done, text="", total=None)`` moves the bar to ``done`` of the total."""
+        if not self.enabled:
+            yield lambda done, text="", total=None: None
             return
+        bar = _Bar(label, total, self.terminal)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+
+
+class _Bar:
+    """One click progress bar (or log lines off a terminal), opened at the first known total."""
+
+    def __init__(self, label: str, total: int | None, terminal: bool):
+        self.label, self.total, self.terminal = label, total, terminal
+        self.done, self.tenth, self.text, self.bar = 0, -1, "", None
+
+    def update(self, done: int, text: str = "", total: int | None = None) -> None:
+        self.total = total or self.total
+        if not self.total:
+            return
+        done = max(0, min(int(done), self.total))
+        self.text = text
         if not self.terminal:
-            yield _log_lines(label, total)
+            tenth = 10 * done // self.total
+            if tenth > self.tenth:
+                self.tenth = tenth
+                print(f"{self.label}: {done}/{self.total} {text}".rstrip(), file=sys.stderr,
+                      flush=True)
             return
-        import click
+        if self.bar is None:
+            import click
 
-        state = {"text": "", "done": 0}
-        with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True,
-                               show_percent=False, show_pos=True, width=24,
-                               item_show_func=lambda _: state["text"]) as bar:
-            def update(done: int, text: str = "") -> None:
-                state["text"] = text
-                step = max(0, min(done, total) - state["done"])
-                state["done"] += step
-                bar.update(step)
+            self.bar = click.progressbar(length=self.total, label=self.label, file=sys.stderr,
+                                         show_eta=True, show_percent=False, show_pos=True,
+                                         width=24, item_show_func=lambda _: self.text)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
 
-            yield update
-
-
-def _log_lines(label: str, total: int) -> Callable[[int, str], None]:
-    """One stderr line each time another tenth of ``total`` is done (and at the end)."""
-    shown = {"tenth": -1}
-
-    def update(done: int, text: str = "") -> None:
-        tenth = min(10, 10 * min(done, total) // total)
-        if tenth > shown["tenth"] and (tenth > 0 or done == 0):
-            shown["tenth"] = tenth
-            print(f"{label}: {min(done, total)}/{total} {text}".rstrip(), file=sys.stderr,
-                  flush=True)
-
-    return update
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)

@@ -78,14 +78,14 @@ def test_internal_error_exits_3_with_traceback_and_debug_shows_user_tracebacks(t
                                                                               monkeypatch):
     model = save(cnn(), tmp_path / "m.onnx")
 
-    def boom(_):
+    def boom(*_, **__):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(api, "analyze", boom)
     result = CliRunner().invoke(main, ["analyze", str(model)])
     assert result.exit_code == 3 and "Traceback" in result.stderr and "internal error" in result.stderr
 
-    def user_error(_):
+    def user_error(*_, **__):
         raise OnnxPruneError("a user error")
 
     monkeypatch.setattr(api, "analyze", user_error)
