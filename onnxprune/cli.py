@@ -312,6 +312,11 @@ class RoundTo(click.ParamType):
 @click.option("--bench", is_flag=True, help="Also benchmark original vs pruned latency.")
 @provider_option
 @threshold_options
+@click.option("--finetune-epochs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="After recalibration, fine-tune every weight for E epochs (distillation "
+                   "from the original; see 'onnxprune finetune' for the full options).")
+@click.option("--finetune-iterations", type=click.IntRange(min=1), default=None,
+              help="Instead of --finetune-epochs: this many optimizer steps.")
 @click.option("--resume", is_flag=True, help="Continue gate training from OUTPUT.ckpt.npz.")
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress output.")

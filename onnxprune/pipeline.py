@@ -53,6 +53,8 @@ class CompressConfig:
     preprocessing: Preprocessing = Preprocessing()
     input_shapes: dict | None = None  # {input name: dims} where the model's dims are dynamic
     device: str = "auto"  # torch device of gate training, recalibration and synthesis
+    finetune_epochs: int = 0  # after recalibration: fine-tune every weight (distillation)
+    finetune_iterations: int | None = None  # instead of epochs: optimizer steps
     bench: bool = False
     provider: str = "auto"
     resume: bool = False
@@ -176,7 +178,8 @@ def _checkpoint_path(config: CompressConfig) -> Path:
 def _settings_key(config: CompressConfig) -> str:
     keep = {k: v for k, v in asdict(config).items()
             if k not in ("report", "html", "summary_md", "eval_data", "bench", "provider",
-                         "resume", "force", "quiet", "progress",
+                         "resume", "force", "quiet", "progress", "finetune_epochs",
+                         "finetune_iterations",
                          "allow_small_eval", "max_accuracy_drop", "min_agreement")}
     return json.dumps(keep, sort_keys=True, default=str)
 
@@ -284,7 +287,11 @@ def compress(config: CompressConfig) -> dict:
         "auto": sorted(set(round_to.values())) or [1], "groups": round_to}
     report["evaluation"] = {**inputs.about, "samples": len(inputs.evaluation),
                             "calibration_indices": calibration}
+    if config.finetune_epochs or config.finetune_iterations:
+        pruned, report["finetune"] = _finetune(config, model, pruned, inputs, device)
     report["validation"] = _validate(config, model, pruned, inputs)
+    if report.get("finetune") is not None:
+        report["finetune"]["accuracy_after_finetuning"] = report["validation"]["accuracy_pruned"]
     if inputs.evaluation.y is not None:
         report["accuracy_before"] = report["validation"]["accuracy_original"]
         report["accuracy_after"] = report["validation"]["accuracy_pruned"]
@@ -323,6 +330,29 @@ def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, d
     training = inputs.about.get("training_indices")
     return pruned, recalibrated, (np.asarray(training)[pick].tolist() if training is not None
                                   else pick.tolist())
+
+
+def _finetune(config, model, pruned, inputs, device):
+    """The fine-tuned model and its report section (accuracy just after pruning, per epoch)."""
+    from onnxprune.gates.config import FinetuneConfig
+    from onnxprune.gates.finetune import finetune
+
+    before = _validate(config, model, pruned, inputs)
+    settings = FinetuneConfig(epochs=max(config.finetune_epochs, 1),
+                              iterations=config.finetune_iterations,
+                              batch_size=min(FinetuneConfig.batch_size, len(inputs.x)),
+                              seed=config.seed)
+    held = inputs.evaluation
+    with Steps(config.quiet, config.progress).phase("fine-tuning") as update:
+        result = finetune(pruned, model, inputs.x, inputs.y, settings, device=device,
+                          eval_set=(held.x, held.y) if held.y is not None else None,
+                          progress=lambda step, total, terms: update(
+                              step, " ".join(f"{k} {v:.3f}" for k, v in terms.items()), total))
+    section = {"steps": result.steps, "epochs": result.history,
+               "accuracy_after_pruning": before["accuracy_pruned"],
+               "agreement_after_pruning": before["agreement"],
+               "settings": asdict(settings)}
+    return result.model, section
 
 
 def _bench(config, model, pruned, report) -> None:
@@ -411,6 +441,10 @@ def format_compress(report: dict) -> str:
     if v.get("accuracy_original") is not None:
         rows.append(("accuracy", f"{v['accuracy_original']:.2f}% -> {v['accuracy_pruned']:.2f}% "
                                  f"({v['data']})"))
+    ft = report.get("finetune")
+    if ft and ft.get("accuracy_after_pruning") is not None:
+        rows.append(("fine-tuning", f"{ft['steps']} steps: {ft['accuracy_after_pruning']:.2f}% "
+                                    f"after pruning -> {ft['accuracy_after_finetuning']:.2f}%"))
     if v.get("agreement") is not None:
         rows.append(("top-1 agreement", f"{100 * v['agreement']:.2f}% ({v['data']})"))
     ev = v.get("evidence") or {}

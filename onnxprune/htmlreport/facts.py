@@ -15,7 +15,7 @@ SHOWN_KEYS = frozenset({
     "accuracy_before", "accuracy_after", "benchmark", "seconds", "finetune", "evaluation",
     "excluded",
 })
-_FINETUNE_KEYS = ("accuracy", "accuracy_after", "accuracy_pruned", "accuracy_finetuned",
+_FINETUNE_KEYS = ("accuracy_after_finetuning", "accuracy", "accuracy_after", "accuracy_pruned", "accuracy_finetuned",
                   "held_out_accuracy")
 
 
