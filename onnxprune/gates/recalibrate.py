@@ -6,7 +6,7 @@ on the pruned graph's activations *after* the corrections upstream of it (so err
 accumulate), against the original model's activations on the same calibration inputs.
 
 **One sweep** (as layer-wise post-training methods like GPTQ process a network): both graphs
-are compiled once and run step by step, each step over every calibration batch (``_Sweep``).
+are compiled once and run step by step, each step over every calibration batch (``Sweep``).
 When the pruned graph's sweep reaches a layer, the layer is fitted on the inputs the corrected
 layers upstream produced, its new weights go into its step, and its corrected output is fed
 forward: about one forward pass of each graph plus the solves. Only tensors still to be read
@@ -40,9 +40,6 @@ whole pruned graph for every layer; ``tests/gates/recalibrate_reference.py``).
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 
@@ -52,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
-from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import RECALIBRATION_MODES
 from onnxprune.gates.device import resolve_device
 from onnxprune.gates.executor import TorchGraph
+from onnxprune.gates.sweep import DEFAULT_MEMORY_BUDGET, Cache, Sweep
 from onnxprune.gates.torch_ops import OPS, NodeSpec
 from onnxprune.graph import opset_version
 
@@ -63,165 +60,7 @@ _EPS = 1e-6
 RIDGE = 1e-3  # ρ as a fraction of mean(diag(XᵀX)) when cross-validation is impossible
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ρ candidates, chosen per layer by 2-fold CV
 _MAX_ROWS = 8192  # im2col rows per calibration batch that enter the normal equations
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of cached activations kept on the device; spilled past it
 Progress = Callable[[int, int, str], None]  # (layers done, layers in all, layer name)
-
-
-class _Cache:
-    """Per-batch activations of the sweeps: on the device while they fit in ``budget`` bytes
-    (all sweeps together), past that written to ``.npy`` files in a temporary folder and read
-    back when used."""
-
-    def __init__(self, budget: int, device: str):
-        self.budget, self.device = max(int(budget), 0), device
-        self.used = self.peak = self.spilled = 0
-        self.folder: str | None = None
-
-    def put(self, tensor: torch.Tensor):
-        size = tensor.numel() * tensor.element_size()
-        if self.used + size <= self.budget or tensor.dtype == torch.bfloat16:  # numpy has none
-            self.used += size
-            self.peak = max(self.peak, self.used)
-            return tensor, size
-        if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="onnxprune-recalibrate-")
-        path = os.path.join(self.folder, f"{self.spilled}.npy")
-        self.spilled += 1
-        np.save(path, tensor.detach().cpu().numpy())
-        return path, 0
-
-    def get(self, entry) -> torch.Tensor:
-        value = entry[0]
-        if isinstance(value, str):
-            return torch.from_numpy(np.load(value)).to(self.device)
-        return value
-
-    def drop(self, entry) -> None:
-        value, size = entry
-        self.used -= size
-        if isinstance(value, str):
-            os.unlink(value)
-
-    def close(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
-
-
-class _Sweep:
-    """A TorchGraph's compiled steps, run one at a time, each over every calibration batch.
-
-    Only tensors that a later step reads, or that are ``wanted`` (until ``release``d), stay
-    in the cache: memory is the graph's frontier × the calibration set, never all activations
-    of all layers. Steps that no wanted tensor depends on are never run.
-    """
-
-    def __init__(self, graph: TorchGraph, x: np.ndarray, batch: int, cache: _Cache,
-                 wanted: Counter):
-        if len(graph.input_names) != 1:
-            raise OnnxPruneError(f"recalibration needs a model with one input, "
-                                 f"got {len(graph.input_names)}")
-        self.graph, self.x, self.cache, self.device = graph, x, cache, cache.device
-        self.bounds = [(s, min(s + batch, len(x))) for s in range(0, len(x), batch)]
-        self.input = graph.input_names[0]
-        # executor hook wanted: a public list of compiled steps (see the report of issue 13)
-        self.steps = list(graph._runtime)  # (fn, input names, output names), in node order
-        self.producer = {o: k for k, (_, _, outs) in enumerate(self.steps) for o in outs}
-        self.wanted = Counter(wanted)
-        self.live = self._live(set(self.wanted))
-        self.last_read: dict[str, int] = {}
-        for k in sorted(self.live):
-            for name in self.steps[k][1]:
-                self.last_read[name] = k
-        self.values: dict[str, list] = {}
-        self.overrides: dict[str, torch.Tensor] = {}
-        self.next = 0  # every step before it has run (or is not needed)
-
-    @property
-    def batches(self) -> int:
-        return len(self.bounds)
-
-    def _live(self, needed: set[str]) -> set[int]:
-        live = set()
-        for k in range(len(self.steps) - 1, -1, -1):
-            _, ins, outs = self.steps[k]
-            if needed.intersection(outs):
-                live.add(k)
-                needed.update(ins)
-        return live
-
-    def value(self, name: str, b: int) -> torch.Tensor:
-        """``name`` on calibration batch ``b`` (computed already, an input or a constant)."""
-        if name in self.overrides:
-            return self.overrides[name]
-        if name in self.values:
-            return self.cache.get(self.values[name][b])
-        if name == self.input:
-            start, stop = self.bounds[b]
-            return torch.as_tensor(self.x[start:stop]).to(self.device)
-        if name not in self.producer and self.graph._is_const(name):
-            return self.graph._constant(name)
-        raise OnnxPruneError(f"recalibration: tensor '{name}' is not available (a bug)")
-
-    def peek(self, name: str, b: int) -> torch.Tensor:
-        """``name`` on batch ``b`` with the weights of now, running the steps it needs that the
-        sweep has not reached yet (for this batch only; nothing is stored)."""
-        if self.producer.get(name, -1) < self.next:
-            return self.value(name, b)
-        needed, todo = {name}, []
-        for k in range(self.producer[name], self.next - 1, -1):
-            _, ins, outs = self.steps[k]
-            if needed.intersection(outs):
-                todo.append(k)
-                needed.update(i for i in ins if self.producer.get(i, -1) >= self.next)
-        local: dict[str, torch.Tensor] = {}
-        for k in reversed(todo):
-            fn, ins, outs = self.steps[k]
-            result = fn(*[local[i] if i in local else self.value(i, b) for i in ins])
-            local.update(zip(outs, (result,) if len(outs) == 1 else result))
-        return local[name]
-
-    def advance(self, names) -> None:
-        """Run the steps up to the one that produces the last of ``names``."""
-        self.advance_to(max((self.producer[n] + 1 for n in names if n in self.producer),
-                            default=0))
-
-    def advance_to(self, stop: int) -> None:
-        """Run every needed step before step ``stop``."""
-        for k in range(self.next, stop):
-            if k in self.live:
-                self._run(k)
-            self.next = k + 1
-
-    def _run(self, k: int) -> None:
-        fn, ins, outs = self.steps[k]
-        keep = {o for o in outs if self.last_read.get(o, -1) > k or self.wanted[o] > 0}
-        stored: dict[str, list] = {o: [] for o in keep}
-        for b in range(self.batches):
-            result = fn(*[self.value(i, b) for i in ins])
-            for name, item in zip(outs, (result,) if len(outs) == 1 else result):
-                if name in stored:
-                    stored[name].append(self.cache.put(item))
-        self.values.update(stored)
-        self.next = k + 1
-        for name in set(ins):
-            self._maybe_free(name)
-
-    def replace(self, k: int, fn, ins: list[str], constants: dict[str, torch.Tensor]) -> None:
-        """Step ``k`` (not run yet) computes with ``fn`` from ``ins``, reading ``constants``."""
-        self.steps[k] = (fn, ins, self.steps[k][2])
-        self.overrides.update(constants)
-
-    def release(self, names) -> None:
-        for name in names:
-            self.wanted[name] -= 1
-            self._maybe_free(name)
-
-    def _maybe_free(self, name: str) -> None:
-        if (name in self.values and self.last_read.get(name, -1) < self.next
-                and self.wanted[name] <= 0):
-            for entry in self.values.pop(name):
-                self.cache.drop(entry)
 
 
 def _channel_stats(tensors) -> tuple[np.ndarray, np.ndarray]:
@@ -362,7 +201,7 @@ def choose_ridge(folds: tuple[_Normal, _Normal], prior: torch.Tensor) -> float:
     return RIDGE_GRID[errors.index(min(finite))] if finite else RIDGE
 
 
-def _input_changed(node, sweep: _Sweep, reference: _Sweep) -> bool:
+def _input_changed(node, sweep: Sweep, reference: Sweep) -> bool:
     """Whether the layer's input in the pruned graph differs from the original's anywhere."""
     for b in range(sweep.batches):
         got, want = sweep.value(node.input[0], b), reference.value(node.input[0], b)
@@ -371,7 +210,7 @@ def _input_changed(node, sweep: _Sweep, reference: _Sweep) -> bool:
     return False
 
 
-def _fit_rows(node, sweep: _Sweep, reference: _Sweep, out_index: np.ndarray, w0_shape,
+def _fit_rows(node, sweep: Sweep, reference: Sweep, out_index: np.ndarray, w0_shape,
               group: int, residual: tuple[str, str] | None) -> tuple[_Normal, _Normal]:
     """Normal equations over the calibration batches, in two folds (alternate batches)."""
     folds = (_Normal(), _Normal())
@@ -393,7 +232,7 @@ def _fit_rows(node, sweep: _Sweep, reference: _Sweep, out_index: np.ndarray, w0_
     return folds
 
 
-def _reconstruct(node, sweep: _Sweep, reference: _Sweep, out_index: np.ndarray,
+def _reconstruct(node, sweep: Sweep, reference: Sweep, out_index: np.ndarray,
                  weight: np.ndarray, bias: np.ndarray, residual: tuple[str, str] | None = None):
     """Least-squares weights/bias for ``node`` and how they were found (with the ridge); None
     when its input equals the original's.
@@ -463,7 +302,7 @@ def _layer_params(node, inits, kept):
     return weight, bias, dtype, index
 
 
-def _match_stats(node, sweep: _Sweep, reference: _Sweep, index, weight, bias):
+def _match_stats(node, sweep: Sweep, reference: Sweep, index, weight, bias):
     """Weights/bias rescaling each output channel to the original's mean/std, and how; None
     when already matching."""
     name = node.output[0]
@@ -497,7 +336,7 @@ def _jobs(layers, inits, kept, mode, adds, frozen=()) -> list[tuple]:
     return jobs
 
 
-def _apply(model, inits, node, sweep: _Sweep, opset: int, result, dtype) -> None:
+def _apply(model, inits, node, sweep: Sweep, opset: int, result, dtype) -> None:
     """Write the corrected weights into ``model`` and into the sweep's step for ``node``."""
     new_weight, new_bias, _ = result
     inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_weight.astype(dtype),
@@ -544,12 +383,12 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     if not jobs or len(x) == 0:
         return model, []
     batch = max(1, min(int(batch), int(batch_size)))
-    cache = _Cache(DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget, device)
+    cache = Cache(DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget, device)
     try:
         with torch.no_grad():
-            sweep = _Sweep(TorchGraph(model).float().to(device), x, batch, cache,
+            sweep = Sweep(TorchGraph(model).float().to(device), x, batch, cache,
                            Counter(n for job in jobs for n in job[4]))
-            reference = _Sweep(TorchGraph(original).float().to(device), x, batch, cache,
+            reference = Sweep(TorchGraph(original).float().to(device), x, batch, cache,
                                Counter(n for job in jobs for n in job[5]))
             records = _sweep_layers(model, inits, jobs, sweep, reference, progress)
     finally:
@@ -557,7 +396,7 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     return model, records
 
 
-def _sweep_layers(model, inits, jobs, sweep: _Sweep, reference: _Sweep,
+def _sweep_layers(model, inits, jobs, sweep: Sweep, reference: Sweep,
                   progress: Progress | None) -> list[dict]:
     records, opset = [], opset_version(model)
     for done, (node, params, kind, residual, mine, theirs) in enumerate(jobs, 1):

@@ -17,7 +17,8 @@ from onnx import numpy_helper
 import recalibrate_reference as reference
 from onnxprune.analysis.groups import analyze_channels
 from onnxprune.errors import OnnxPruneError
-from onnxprune.gates.recalibrate import _Cache, recalibrate
+from onnxprune.gates.recalibrate import recalibrate
+from onnxprune.gates.sweep import Cache
 from onnxprune.graph import ensure_node_names
 from onnxprune.pipeline import kept_channels
 from onnxprune.scores import baseline_scores
@@ -81,14 +82,14 @@ def test_a_spilled_cache_gives_the_same_result(models_dir, calibration, monkeypa
     model, pruned, kept = _setting(models_dir, "resnet")
     want = recalibrate(model, pruned, calibration, kept)
     spills = []
-    original_put = _Cache.put
+    original_put = Cache.put
 
     def put(self, tensor):
         entry = original_put(self, tensor)
         spills.append(isinstance(entry[0], str))
         return entry
 
-    monkeypatch.setattr(_Cache, "put", put)
+    monkeypatch.setattr(Cache, "put", put)
     got = recalibrate(model, pruned, calibration, kept, memory_budget=0)
     assert spills and all(spills)
     _assert_same(got, want)
