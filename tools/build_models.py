@@ -1,8 +1,10 @@
 """Regenerate models/: the MNIST split, the three reference CNNs, both ONNX exports, the manifest.
 
     python tools/build_models.py [--epochs N] [--only vgg,resnet]
+    python tools/build_models.py --dataset fashion [--epochs N] [--only vgg,resnet56]
 
-Exits 1 when any export scores below 97% test accuracy in onnxruntime.
+Exits 1 when any export scores below 97% test accuracy in onnxruntime (MNIST), or below 88%
+validation accuracy (Fashion-MNIST, ``models/fashion_*``; see ``build_fashion``).
 """
 
 from __future__ import annotations
@@ -231,16 +233,201 @@ initializer). Differences that matter to graph tools:
   small tensors (biases, folded BN biases, shape constants, Clip bounds) inline, so each file mixes
   inline and external initializers.
 """
+    if "fashion" in manifest:
+        text += fashion_readme(manifest["fashion"])
     (MODELS_DIR / "README.md").write_text(text, encoding="utf-8")
+
+
+def fashion_readme(info: dict) -> str:
+    split = info["split"]
+    rows = []
+    for name, m in info["models"].items():
+        rows.append(f"| fashion_{name} | {m['class']} | {m['params']:,} | {m['torch_macs']:,} | "
+                    f"{m['epochs']} | {m['onnx']['val_acc']:.4f} | {m['onnx']['test_acc']:.4f} | "
+                    f"{m['dynamo']['test_acc']:.4f} | {m['train_seconds']:.0f} |")
+    subsets = "\n".join(f"| `{file}` | {s['count']} images ({s['per_class']} per class) of the "
+                        f"{s['from']} split: `x` float32 [{s['count']},1,28,28], `y` int64 |"
+                        for file, s in info["data"]["subsets"].items())
+    return f"""
+# Reference models (Fashion-MNIST, the yardstick of issue 14)
+
+The same three families plus `resnet56` (`ResNet56`: CIFAR-style ResNet-56, 3 stages of 9
+BasicBlocks at width 8/16/32, half the paper's 16/32/64 so that it trains on two CPU cores, 1x1
+conv+BN strided shortcuts), trained on Fashion-MNIST (real Zalando product photos, 28x28, 10
+classes), exported with both exporters exactly like the MNIST files (`fashion_<name>.onnx`,
+`fashion_<name>_dynamo.onnx` + `.data`). Regenerate with
+
+    apt-get install -y dataset-fashion-mnist     # the full set, /usr/share/datasets/fashion-mnist/
+    python tools/build_models.py --dataset fashion
+
+(1 torch thread, so that a core stays free on a shared 2-core machine; {info['build_seconds']:.0f} s
+for the last build with torch {info['torch']}). Training: {info['optimizer']}, augmentation
+{info['augmentation']}, seed 0. The epochs are few on purpose (CPU budget); the models are far from
+saturated, which is what a yardstick for pruning needs.
+
+## Split
+
+Source: {split['source']}. Seed {split['seed']}: {split['method']}.
+{split['train']:,} images for training, {split['val']:,} for **validation** (kept out of training;
+the only data used to choose any setting), {split['test']:,} **test** images (touched only by the
+final benchmark, `tools/bench_yardstick.py`). Preprocessing: {split['preprocess']}.
+`tools/fashion_mnist.py` reads the IDX files (gzip or plain) and makes the split.
+
+| file | what |
+|---|---|
+{subsets}
+
+These embedded subsets let a quick start run without the system package (`--data
+models/fashion_train.npz --eval-data models/fashion_val.npz`).
+
+## Accuracy (from the last build; ONNX figures from onnxruntime, CPUExecutionProvider)
+
+| model | class | params | MACs | epochs | val (TorchScript) | test (TorchScript) | test (dynamo) | train s |
+|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
+# ------------------------------------------------------------------------- Fashion-MNIST (issue 14)
+FASHION_EPOCHS = {"vgg": 3, "resnet": 2, "mobilenetv2": 2, "resnet56": 2}
+FASHION_BATCH = 128
+FASHION_MIN_VAL_ACC = 0.88
+FASHION_SUBSETS = {"fashion_train.npz": ("train", 200), "fashion_val.npz": ("val", 100)}
+
+
+def hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip of half the batch (the usual Fashion-MNIST augmentation)."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def train_fashion(name: str, train_data, val_data, epochs: int):
+    """AdamW + OneCycle on the 55,000-image split, seeded; validation accuracy per epoch."""
+    model = refmodels.build(name)
+    torch.manual_seed(TRAIN_SEED)
+    gen = torch.Generator().manual_seed(TRAIN_SEED)
+    x, y = torch.from_numpy(train_data[0]), torch.from_numpy(train_data[1])
+    steps = epochs * ((len(x) + FASHION_BATCH - 1) // FASHION_BATCH)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
+    start = time.perf_counter()
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), FASHION_BATCH):
+            idx = order[i:i + FASHION_BATCH]
+            loss = F.cross_entropy(model(hflip(x[idx], gen)), y[idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        acc = accuracy_torch(model, *val_data)
+        history.append({"epoch": epoch + 1, "loss": round(total / len(x), 4), "val_acc": acc})
+        print(f"  fashion_{name} epoch {epoch + 1}/{epochs} loss {total / len(x):.4f} "
+              f"val acc {acc:.4f} ({time.perf_counter() - start:.0f}s)", flush=True)
+    return model.eval(), time.perf_counter() - start, history
+
+
+def build_fashion(args) -> int:
+    """models/fashion_<name>.onnx (+ _dynamo), fashion_train/val.npz subsets, manifest["fashion"].
+
+    1 torch thread (a core stays free on a shared 2-core machine). The test split is scored once,
+    after training, for the record; nothing is chosen on it."""
+    import fashion_mnist
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        splits = fashion_mnist.load_splits()
+    except fashion_mnist.FashionMNISTMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    train_data, val_data, test_data = splits["train"], splits["val"], splits["test"]
+    subsets = {}
+    for file, (split, per_class) in FASHION_SUBSETS.items():
+        x, y = fashion_mnist.subset(*splits[split], per_class)
+        np.savez_compressed(MODELS_DIR / file, x=x, y=y)
+        subsets[file] = {"from": split, "per_class": per_class, "count": int(len(y)),
+                         "method": "per class numpy.random.default_rng(0).permutation, first "
+                                   "per_class rows, sorted by row"}
+    manifest_path = MODELS_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    old = manifest.get("fashion", {})
+    models = dict(old.get("models", {}))
+    failures = []
+    names = (args.only or ",".join(refmodels.FASHION_MODELS)).split(",")
+    for name in names:
+        epochs = args.epochs or FASHION_EPOCHS[name]
+        print(f"training fashion_{name} ({epochs} epochs)", flush=True)
+        model, seconds, history = train_fashion(name, train_data, val_data, epochs)
+        ts_path = MODELS_DIR / f"fashion_{name}.onnx"
+        dy_path = MODELS_DIR / f"fashion_{name}_dynamo.onnx"
+        export_torchscript(model, ts_path)
+        dy_info = export_dynamo(model, dy_path)
+        entry = {"class": type(model).__name__, "params": refmodels.param_count(model),
+                 "torch_macs": refmodels.torch_macs(model), "train_seconds": round(seconds, 1),
+                 "epochs": epochs, "batch": FASHION_BATCH, "lr": LR, "train_seed": TRAIN_SEED,
+                 "init_seed": refmodels.INIT_SEED, "history": history,
+                 "torch_val_acc": accuracy_torch(model, *val_data),
+                 "torch_test_acc": accuracy_torch(model, *test_data)}
+        for kind, path, extra in (("onnx", ts_path, {"exporter": "torchscript (dynamo=False)",
+                                                      "opset": 17}),
+                                  ("dynamo", dy_path, {"exporter": "dynamo (dynamo=True)",
+                                                       "data_file": dy_info["data_file"],
+                                                       "dynamic_batch": dy_info["dynamic_batch"],
+                                                       "forced_external_data":
+                                                           dy_info["forced_external_data"]})):
+            entry[kind] = {"file": path.name, **extra,
+                           "opset": onnx.load_model(str(path), load_external_data=False)
+                           .opset_import[0].version,
+                           "val_acc": accuracy_ort(path, *val_data),
+                           "test_acc": accuracy_ort(path, *test_data),
+                           "op_counts": op_counts(path)}
+            if entry[kind]["val_acc"] < FASHION_MIN_VAL_ACC:
+                failures.append(f"fashion_{name} {kind} val {entry[kind]['val_acc']:.4f}")
+        models[name] = entry
+        # written after every model, so that an interrupted build keeps what it finished
+        manifest["fashion"] = {
+            "split": fashion_mnist.split_info(),
+            "data": {"full": "Debian dataset-fashion-mnist (train 55,000 / val 5,000 / test "
+                             "10,000, read by tools/fashion_mnist.py)", "subsets": subsets},
+            "torch": torch.__version__, "onnx": onnx.__version__, "threads": 1,
+            "augmentation": "random horizontal flip (p=0.5)",
+            "optimizer": f"AdamW lr {LR} (OneCycle), weight decay 5e-4, label smoothing 0.05, "
+                         f"batch {FASHION_BATCH}",
+            "build_seconds": round(time.perf_counter() - start, 1),
+            "min_val_acc": FASHION_MIN_VAL_ACC, "models": models}
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        print(f"  fashion_{name}: val {entry['onnx']['val_acc']:.4f} test "
+              f"{entry['onnx']['test_acc']:.4f} (dynamo {entry['dynamo']['test_acc']:.4f})",
+              flush=True)
+    write_readme(manifest)
+    print(f"fashion build took {time.perf_counter() - start:.0f} s")
+    if failures:
+        print(f"BELOW {FASHION_MIN_VAL_ACC:.0%}: " + ", ".join(failures), file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(refmodels.MODELS))
+    parser.add_argument("--dataset", choices=("mnist", "fashion"), default="mnist",
+                        help="mnist: the MNIST-5k fixtures (default); fashion: the Fashion-MNIST "
+                             "yardstick of issue 14 (needs apt-get install dataset-fashion-mnist)")
+    parser.add_argument("--only", default=None)
     parser.add_argument("--epochs", type=int, default=None, help="override epochs for every model")
     parser.add_argument("--readme-only", action="store_true",
                         help="rewrite models/README.md from models/manifest.json; no training")
     args = parser.parse_args(argv)
+    if args.dataset == "fashion":
+        if args.readme_only:
+            write_readme(json.loads((MODELS_DIR / "manifest.json").read_text()))
+            return 0
+        return build_fashion(args)
+    args.only = args.only or ",".join(refmodels.MODELS)
     if args.readme_only:
         write_readme(json.loads((MODELS_DIR / "manifest.json").read_text()))
         return 0
@@ -289,6 +476,7 @@ def main(argv=None) -> int:
                 failures.append(f"{name} {kind} {entry[kind]['test_acc']:.4f}")
 
     manifest = {
+        **({"fashion": old["fashion"]} if "fashion" in old else {}),
         "split": split_info(),
         "data": {"train": "mnist_train.npz", "test": "mnist_test.npz"},
         "torch": torch.__version__,
@@ -300,6 +488,8 @@ def main(argv=None) -> int:
         "min_test_acc": MIN_ACC,
         "models": models,
     }
+    if "fashion" in manifest:
+        manifest["fashion"] = manifest.pop("fashion")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     write_readme(manifest)
 

@@ -163,15 +163,27 @@ class MobileNetV2Mini(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+class ResNet56(ResNetMini):
+    """CIFAR-style ResNet-56 (He et al. 2016, as pruned in the AutoBot paper): 3 stages of 9
+    BasicBlocks (6n+2 = 56 layers), 1x1 conv+BN strided shortcuts (option B; the paper's
+    code uses the same), GlobalAvgPool, Linear. Width 8/16/32 (half the paper's 16/32/64) so
+    that it trains on two CPU cores; only the Fashion-MNIST yardstick uses it."""
+
+    def __init__(self, widths=(8, 16, 32), blocks=(9, 9, 9), num_classes: int = NUM_CLASSES):
+        super().__init__(widths, blocks, num_classes)
+
+
 MODELS = {"vgg": VGGNet, "resnet": ResNetMini, "mobilenetv2": MobileNetV2Mini}
+# the Fashion-MNIST yardstick (issue 14): the three families plus ResNet-56
+FASHION_MODELS = {**MODELS, "resnet56": ResNet56}
 
 
 def build(name: str, seed: int = INIT_SEED) -> nn.Module:
     """A freshly initialised model of family ``name`` (deterministic for a given seed)."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model '{name}'; choose from {sorted(MODELS)}")
+    if name not in FASHION_MODELS:
+        raise KeyError(f"unknown model '{name}'; choose from {sorted(FASHION_MODELS)}")
     torch.manual_seed(seed)
-    return MODELS[name]()
+    return FASHION_MODELS[name]()
 
 
 def torch_macs(model: nn.Module, batch: int = 1) -> int:
