@@ -65,3 +65,14 @@ def test_each_recalibration_is_judged_on_its_own():
     rows = _rows([98.0] * 2, [98.5] * 2) + _rows([98.0] * 2, [80.0] * 2, mode="stats")
     verdict = bench_autobot.acceptance(rows, [0.5])
     assert verdict["ok"] and verdict["by_recalibration"] == {"reconstruct": False, "stats": True}
+
+
+def test_dataset_fashion_hands_over_to_the_yardstick(monkeypatch):
+    import bench_yardstick
+
+    seen = []
+    monkeypatch.setattr(bench_yardstick, "main", lambda argv: seen.append(argv) or 0)
+    assert bench_autobot.main(["--dataset", "fashion", "--seeds", "0"]) == 0
+    assert bench_autobot.main(["--seeds", "0", "--dataset=fashion"]) == 0
+    assert seen == [["--seeds", "0"], ["--seeds", "0"]]
+    assert bench_autobot.main(["--dataset", "cifar"]) == 2

@@ -22,6 +22,10 @@ every run per seed (gates, calibration subset, random scores) and judges the mea
     python tools/bench_autobot.py --models vgg,resnet,mobilenetv2 --targets 0.5,0.25 \
         --iterations 200 --json benchmarks/autobot.json
     python tools/bench_autobot.py --quick        # smoke run: vgg, 0.5, 5 iterations
+    python tools/bench_autobot.py --dataset fashion [...]   # = tools/bench_yardstick.py [...]
+
+``--dataset fashion`` runs the Fashion-MNIST yardstick of issue 14 (``tools/bench_yardstick.py``,
+which takes the remaining options: our methods x recalibrations against the onnxsim peer).
 """
 
 from __future__ import annotations
@@ -270,6 +274,23 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--dataset=") else (
+            argv[i + 1] if arg == "--dataset" and i + 1 < len(argv) else None)
+        if value is not None:
+            rest = argv[:i] + argv[i + (1 if "=" in arg else 2):]
+            if value == "fashion":
+                sys.path.insert(0, str(ROOT / "tools"))
+                import bench_yardstick
+
+                return bench_yardstick.main(rest)
+            if value != "mnist":
+                parser_error = f"--dataset: expected mnist or fashion, got {value!r}"
+                print(parser_error, file=sys.stderr)
+                return 2
+            argv = rest
+            break
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg,resnet,mobilenetv2")
     parser.add_argument("--targets", default="0.5,0.25")
