@@ -162,10 +162,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, small_data, monkey
     reference = tmp_path / "ref"
     reference.mkdir()
     compress(_config(reference, small_data[0], iterations=24, recalibrate=False))
-    original = module._progress_printer
+    original = module._gate_progress
 
-    def interrupting(config, checkpointer):
-        inner = original(config, checkpointer)
+    def interrupting(config, checkpointer, update):
+        inner = original(config, checkpointer, update)
 
         def progress(record, snapshot):
             inner(record, snapshot)
@@ -176,12 +176,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, small_data, monkey
 
     run = tmp_path / "run"
     run.mkdir()
-    monkeypatch.setattr(module, "_progress_printer", interrupting)
+    monkeypatch.setattr(module, "_gate_progress", interrupting)
     with pytest.raises(KeyboardInterrupt):
         compress(_config(run, small_data[0], iterations=24, recalibrate=False))
     assert not (run / "out.onnx").exists()
     assert (run / "out.onnx.ckpt.npz").exists()
-    monkeypatch.setattr(module, "_progress_printer", original)
+    monkeypatch.setattr(module, "_gate_progress", original)
     compress(_config(run, small_data[0], iterations=24, recalibrate=False, resume=True))
     assert _sha(run / "out.onnx") == _sha(reference / "out.onnx")
     assert not (run / "out.onnx.ckpt.npz").exists()

@@ -102,7 +102,9 @@ def assert_no_partial_outputs(out_dir: Path, result: KillResult,
     if result.signal in (signal.SIGINT, signal.SIGTERM):
         expected = 130 if result.signal == signal.SIGINT else 143
         assert result.returncode == expected, (result.returncode, result.stderr)
-        assert new == [], new
+        # nothing half-written: a signal that lands after the final atomic rename (on a loaded
+        # machine the run may be done by then) leaves only complete outputs, never a temp file
+        assert set(new) <= set(finished_outputs), new
     else:
         assert result.returncode == -result.signal, result.returncode
         own = f"{TEMP_PREFIX}{result.pid}-"

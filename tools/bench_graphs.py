@@ -1,0 +1,123 @@
+"""Benchmark: how much of each model the analysis can prune, and how long surgery takes.
+
+Every model the project holds: the architectures of ``tests/archs.py`` (exported with both torch
+exporters), the representative real-world graphs of ``tests/realworld_archs.py`` (dynamic H/W,
+analysed at their ``--input-shape``), the reference models in ``models/``, and torchvision-style
+ResNet-50 and MobileNetV2 from ``tools/resnet50.py`` (224x224, TorchScript). For each: the share of
+MACs in prunable channel groups, prunable/total groups, barriers, and the time of analysis and of
+surgery for a random half plan (median of ``--repeats``).
+
+    python tools/bench_graphs.py --json benchmarks/graphs.json --readme README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+for folder in (ROOT, ROOT / "tests", ROOT / "tools"):
+    sys.path.insert(0, str(folder))
+
+from onnxprune.analysis.groups import analyze_channels  # noqa: E402
+from onnxprune.surgery import prune_model  # noqa: E402
+
+MARK = ("<!-- graphs-table -->", "<!-- /graphs-table -->")
+
+
+def _models(workdir: Path):
+    """(source, name, model, input_shapes) for every model the project holds."""
+    import archs
+    import realworld_archs as rw
+
+    for name in archs.ARCHS:
+        for exporter in ("torchscript", "dynamo"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                path = archs.export(name, workdir, exporter == "dynamo")
+            yield "tests/archs.py", f"{name} ({exporter})", onnx.load(str(path)), None
+    for name in ("yolov8_detector", "ppocr_recognizer", "nhwc_classifier",
+                 "opset9_computed_weights"):
+        model, shapes, _ = getattr(rw, name)()
+        yield "tests/realworld_archs.py", name, model, shapes
+    for path in sorted((ROOT / "models").glob("*.onnx")):
+        yield "models/", path.stem, onnx.load(str(path)), None
+    from resnet50 import export_onnx, mobilenet_v2, randomize_bn, resnet50
+
+    for name, build in (("resnet50", resnet50), ("mobilenet_v2", mobilenet_v2)):
+        path = workdir / f"{name}.onnx"
+        export_onnx(randomize_bn(build()), path)
+        yield "tools/resnet50.py", f"{name} 224x224", onnx.load(str(path)), None
+
+
+def _half_plan(analysis, rng) -> dict:
+    return {g.id: sorted(rng.permutation(g.channels)[:max(1, g.channels // 2)].tolist())
+            for g in analysis.groups if g.prunable}
+
+
+def measure(model, shapes, repeats: int) -> dict:
+    analyse, surgery = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        analysis = analyze_channels(model, input_shapes=shapes)
+        analyse.append(time.perf_counter() - start)
+        plan = _half_plan(analysis, np.random.default_rng(0))
+        start = time.perf_counter()
+        prune_model(model, plan, analysis=analysis, input_shapes=shapes)
+        surgery.append(time.perf_counter() - start)
+    macs = analysis.macs()
+    return {"macs": int(macs), "prunable_share": analysis.prunable_macs() / max(macs, 1),
+            "groups": len(analysis.groups),
+            "prunable_groups": sum(g.prunable for g in analysis.groups),
+            "barriers": sorted({b["op"] for b in analysis.barriers}),
+            "analysis_s": statistics.median(analyse), "surgery_s": statistics.median(surgery)}
+
+
+def table(rows: list[dict], machine: str) -> str:
+    lines = [f"Machine: {machine}. Analysis and surgery of a random half plan, median of the "
+             f"repeats.", "",
+             "| source | model | MACs | prunable MACs | prunable groups | barriers | analysis s | "
+             "surgery s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['model']} | {r['macs'] / 1e6:.1f}M | "
+                     f"{100 * r['prunable_share']:.1f}% | {r['prunable_groups']}/{r['groups']} | "
+                     f"{', '.join(r['barriers']) or '-'} | {r['analysis_s']:.2f} | "
+                     f"{r['surgery_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--readme", type=Path)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    machine = f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for source, name, model, shapes in _models(Path(tmp)):
+            rows.append({"source": source, "model": name, **measure(model, shapes, args.repeats)})
+            print(f"{name}: {100 * rows[-1]['prunable_share']:.1f}%", file=sys.stderr)
+    text = table(rows, machine)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    if args.readme:
+        readme = args.readme.read_text(encoding="utf-8")
+        start, end = readme.index(MARK[0]) + len(MARK[0]), readme.index(MARK[1])
+        args.readme.write_text(readme[:start] + "\n" + text + "\n" + readme[end:], encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
