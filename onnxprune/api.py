@@ -188,6 +188,10 @@ def compress(config):
     """
     from onnxprune.pipeline import compress as run
 
+    if config.html:  # refuse before the work, not after it
+        from onnxprune.htmlreport.svg import require_matplotlib
+
+        require_matplotlib()
     result = run(config)
     write_reports(result, config.html, config.summary_md, provider=config.provider,
                   force=config.force)

@@ -30,6 +30,7 @@ for folder in (ROOT, ROOT / "tests", ROOT / "tools"):
     sys.path.insert(0, str(folder))
 
 from onnxprune.analysis.groups import analyze_channels  # noqa: E402
+from onnxprune.report import human  # noqa: E402
 from onnxprune.surgery import prune_model  # noqa: E402
 
 MARK = ("<!-- graphs-table -->", "<!-- /graphs-table -->")
@@ -61,8 +62,10 @@ def _models(workdir: Path):
 
 
 def _half_plan(analysis, rng) -> dict:
-    return {g.id: sorted(rng.permutation(g.channels)[:max(1, g.channels // 2)].tolist())
-            for g in analysis.groups if g.prunable}
+    """A random valid plan keeping half of every prunable group (tests/archs.py)."""
+    from archs import random_keep
+
+    return random_keep(analysis, rng, fraction=0.5, skip=0.0)
 
 
 def measure(model, shapes, repeats: int) -> dict:
@@ -89,11 +92,21 @@ def table(rows: list[dict], machine: str) -> str:
              "| source | model | MACs | prunable MACs | prunable groups | barriers | analysis s | "
              "surgery s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['source']} | {r['model']} | {r['macs'] / 1e6:.1f}M | "
+        lines.append(f"| {r['source']} | {r['model']} | {human(r['macs'])} | "
                      f"{100 * r['prunable_share']:.1f}% | {r['prunable_groups']}/{r['groups']} | "
                      f"{', '.join(r['barriers']) or '-'} | {r['analysis_s']:.2f} | "
                      f"{r['surgery_s']:.2f} |")
     return "\n".join(lines)
+
+
+def _run(repeats: int) -> tuple[str, list[dict]]:
+    machine = f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for source, name, model, shapes in _models(Path(tmp)):
+            rows.append({"source": source, "model": name, **measure(model, shapes, repeats)})
+            print(f"{name}: {100 * rows[-1]['prunable_share']:.1f}%", file=sys.stderr)
+    return machine, rows
 
 
 def main() -> int:
@@ -101,16 +114,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--readme", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--from-json", type=Path, help="only re-render the table of a past run")
     args = parser.parse_args()
-    machine = f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for source, name, model, shapes in _models(Path(tmp)):
-            rows.append({"source": source, "model": name, **measure(model, shapes, args.repeats)})
-            print(f"{name}: {100 * rows[-1]['prunable_share']:.1f}%", file=sys.stderr)
+    if args.from_json:
+        past = json.loads(args.from_json.read_text())
+        machine, rows = past["machine"], past["rows"]
+    else:
+        machine, rows = _run(args.repeats)
     text = table(rows, machine)
     print(text)
-    if args.json:
+    if args.json and not args.from_json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     if args.readme:
         readme = args.readme.read_text(encoding="utf-8")
