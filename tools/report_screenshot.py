@@ -1,7 +1,7 @@
 """Render the quick-start HTML report and write a PNG screenshot of it (docs/report.png).
 
 Runs the README's quick start (``compress models/resnet.onnx --target 0.5 --data
-models/mnist_train.npz --eval-data models/mnist_test.npz --round-to 8 --bench``) in a temporary
+models/mnist_train.npz --eval-data models/mnist_test.npz --bench``, the defaults otherwise) in a temporary
 folder holding copies of those files, so the report names the same relative paths as the README.
 It then profiles both models on the CPU at batch 1, renders ``render_html`` and opens the page in
 headless Chromium (``onnxprune.htmlreport.browser``), which also checks that the page logs no
@@ -55,7 +55,7 @@ def quick_start_report(folder: Path) -> dict:
     config = onnxprune.CompressConfig(
         model="models/resnet.onnx", output="resnet_pruned.onnx", target=0.5,
         data="models/mnist_train.npz", eval_data="models/mnist_test.npz",
-        report="resnet_pruned.json", round_to=8, bench=True, quiet=True)
+        report="resnet_pruned.json", bench=True, quiet=True)
     with _inside(folder):
         return onnxprune.compress(config)
 
