@@ -148,7 +148,13 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="reconstruct,stats")
     parser.add_argument("--skip-old", action="store_true", help="time the sweep only")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "recalibration.json"))
+    parser.add_argument("--readme", type=Path, help="rewrite the table between the markers")
+    parser.add_argument("--from-json", action="store_true",
+                        help="only re-render the README table of the --json run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        write_readme(args.readme, json.loads(Path(args.json).read_text()))
+        return 0
     import torch
 
     x = np.random.default_rng(0).standard_normal(
@@ -174,7 +180,29 @@ def main(argv=None) -> int:
     with open(args.json, "w") as handle:
         json.dump(result, handle, indent=2)
     print(json.dumps(rows, indent=1))
+    if args.readme:
+        write_readme(args.readme, result)
     return 0
+
+
+MARK = ("<!-- recalibration-table -->", "<!-- /recalibration-table -->")
+
+
+def write_readme(path: Path, result: dict) -> None:
+    """The README table of a run: seconds per depth and mode, old per-layer vs one sweep."""
+    modes = result["modes"]
+    lines = [f"Machine: {result['machine']}; input {result['input']}, "
+             f"{result['calibration_samples']} calibration images.", "",
+             "| depth | layers | " + " | ".join(f"{m}: per layer → sweep" for m in modes) + " |",
+             "|---|---|" + "---|" * len(modes)]
+    for row in result["rows"]:
+        cells = [f"{row.get(f'{m}_old_s', float('nan')):.1f} s → {row[f'{m}_new_s']:.1f} s "
+                 f"({row.get(f'{m}_speedup', float('nan')):.1f}×)" for m in modes]
+        lines.append(f"| ResNet-{row['depth']} | {row['layers']} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    readme = path.read_text(encoding="utf-8")
+    start, end = readme.index(MARK[0]) + len(MARK[0]), readme.index(MARK[1])
+    path.write_text(readme[:start] + "\n" + text + "\n" + readme[end:], encoding="utf-8")
 
 
 if __name__ == "__main__":
