@@ -258,3 +258,19 @@ def take(dataset: Dataset, indices: np.ndarray) -> Dataset:
     """The samples at ``indices`` (labels and class names kept)."""
     return Dataset(dataset.x[indices], None if dataset.y is None else dataset.y[indices],
                    dataset.classes)
+
+
+def npz_sample_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The shape of one sample of ``x`` in a ``.npz`` (read from the array header, no data), or
+    None when it is not an uncompressed readable ``x``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape = reader(handle)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return tuple(int(d) for d in shape[1:]) if len(shape) > 1 else None

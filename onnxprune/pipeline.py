@@ -262,6 +262,7 @@ def compress(config: CompressConfig) -> dict:
     loaded = load_model(config.model)
     model = loaded.model
     ensure_node_names(model)
+    config = _with_data_shape(config, model)
     shapes = config.input_shapes
     analysis, excluded = exclude_groups(analyze_channels(model, input_shapes=shapes),
                                         config.exclude)
@@ -305,6 +306,25 @@ def compress(config: CompressConfig) -> dict:
             json.dump(report, handle, indent=2)
     _checkpoint_path(config).unlink(missing_ok=True)
     return report
+
+
+def _with_data_shape(config: CompressConfig, model: onnx.ModelProto) -> CompressConfig:
+    """Without --input-shape, a model whose input has dynamic non-batch dims is analysed at the
+    sample shape of its .npz --data (read from the array header)."""
+    from dataclasses import replace
+
+    from onnxprune.data import npz_sample_shape
+    from onnxprune.runtime.session import model_input_names, model_input_shape
+
+    shape = model_input_shape(model)
+    if (config.input_shapes or not config.data or not str(config.data).endswith(".npz")
+            or shape is None or len(model_input_names(model)) != 1
+            or all(isinstance(d, int) for d in shape[1:])):
+        return config
+    sample = npz_sample_shape(config.data)
+    if sample is None or len(sample) != len(shape) - 1:
+        return config
+    return replace(config, input_shapes={model_input_names(model)[0]: (1, *sample)})
 
 
 def _provider_kind(provider: str) -> str:

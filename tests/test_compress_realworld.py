@@ -68,3 +68,22 @@ def test_bench_sizes_dynamic_dims_with_input_shape(tmp_path):
                                        "2", "--warmup", "0", "--input-shape",
                                        f"{name}:{','.join(map(str, dims))}", "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_npz_data_gives_the_shape_of_a_dynamic_model(tmp_path):
+    model, input_shapes, run_shapes = rw.ppocr_recognizer()
+    source = tmp_path / "m.onnx"
+    onnx.save(model, str(source))
+    (_, dims), = input_shapes.items()
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((24, *dims[1:])).astype(np.float32))
+    out = tmp_path / "p.onnx"
+    result = CliRunner().invoke(main, ["compress", str(source), "--data", str(data), "--method",
+                                       "l1", "--calibration-samples", "16", "-o", str(out),
+                                       "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["settings"]["input_shapes"] == {"x": [1, *dims[1:]]}
+    assert report["macs_after"] < report["macs_before"]
