@@ -23,16 +23,20 @@ def _run_ort(path, feeds):
     return session.run(None, feeds)
 
 
+def _files(tmp_path, model, dims):
+    """The model and 24 random samples of its input size on disk: (model, data, output) paths."""
+    source, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(model, str(source))
+    np.savez(data, x=np.random.default_rng(0).standard_normal((24, *dims[1:])).astype(np.float32))
+    return source, data, tmp_path / "p.onnx"
+
+
 @pytest.mark.parametrize("method", ["l1", "autobot"])
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_compress_runs_with_input_shape(name, method, tmp_path):
     model, input_shapes, run_shapes = GRAPHS[name]()
-    source = tmp_path / "m.onnx"
-    onnx.save(model, str(source))
     (input_name, dims), = input_shapes.items()
-    data = tmp_path / "d.npz"
-    np.savez(data, x=np.random.default_rng(0).standard_normal((24, *dims[1:])).astype(np.float32))
-    out = tmp_path / "p.onnx"
+    source, data, out = _files(tmp_path, model, dims)
     argv = ["compress", str(source), "--data", str(data), "--input-shape",
             f"{input_name}:{','.join(map(str, dims))}", "--method", method, "--target", "0.6",
             "--iterations", "3", "--batch-size", "8", "--calibration-samples", "16",
@@ -71,13 +75,9 @@ def test_bench_sizes_dynamic_dims_with_input_shape(tmp_path):
 
 
 def test_npz_data_gives_the_shape_of_a_dynamic_model(tmp_path):
-    model, input_shapes, run_shapes = rw.ppocr_recognizer()
-    source = tmp_path / "m.onnx"
-    onnx.save(model, str(source))
+    model, input_shapes, _ = rw.ppocr_recognizer()
     (_, dims), = input_shapes.items()
-    data = tmp_path / "d.npz"
-    np.savez(data, x=np.random.default_rng(0).standard_normal((24, *dims[1:])).astype(np.float32))
-    out = tmp_path / "p.onnx"
+    source, data, out = _files(tmp_path, model, dims)
     result = CliRunner().invoke(main, ["compress", str(source), "--data", str(data), "--method",
                                        "l1", "--calibration-samples", "16", "-o", str(out),
                                        "--quiet", "--json"])

@@ -66,14 +66,9 @@ def runs() -> list[tuple[str, str, dict]]:
 
 
 def machine() -> dict:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from onnxprune.runtime.bench import cpu_model
+
+    cpu = cpu_model()
     try:
         load = os.getloadavg()
     except OSError:

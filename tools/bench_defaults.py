@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxprune.pipeline import CompressConfig, compress  # noqa: E402
-from onnxprune.runtime.bench import bench_models  # noqa: E402
+from onnxprune.runtime.bench import bench_models, cpu_model  # noqa: E402
 
 MODELS = ("resnet", "mobilenetv2")
 BATCHES = (1, 32)
@@ -83,16 +83,6 @@ def write_readme(path: Path, text: str) -> None:
     path.write_text(readme[:start] + "\n" + text + "\n" + readme[end:], encoding="utf-8")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -102,7 +92,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     load = os.getloadavg()[0]
-    machine = (f"{_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"load average {load:.1f} at the start (a shared machine)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_model(name, Path(tmp), args.iterations, args.timed) for name in MODELS]

@@ -475,14 +475,9 @@ def prepare_data(folder: Path, split: str, quick: bool) -> dict:
 
 
 def machine(threads: int) -> dict:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from onnxprune.runtime.bench import cpu_model
+
+    cpu = cpu_model()
     return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "load_average_at_start": os.getloadavg(), "torch_threads": threads}
