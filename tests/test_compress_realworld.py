@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import realworld_archs as rw
+import realworld_torch as rt
 from click.testing import CliRunner
 
 from onnxprune.cli import main
@@ -52,6 +53,32 @@ def test_compress_runs_with_input_shape(name, method, tmp_path):
         feeds = {k: np.random.default_rng(1).standard_normal(v).astype(np.float32)
                  for k, v in shape.items()}
         assert [o.shape for o in _run_ort(out, feeds)] == [o.shape for o in _run_ort(source, feeds)]
+
+
+TORCH_CASES = rt.cases()
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[rt.case_id(c) for c in TORCH_CASES])
+def test_compress_runs_on_torch_exports(case, tmp_path):
+    """The PyTorch-exported graphs (both exporters): autobot end to end, dynamic dims kept."""
+    pytest.importorskip("torch")
+    model, input_shapes, run_shapes = rt.export(*case)
+    (input_name, dims), = input_shapes.items()
+    source, data, out = _files(tmp_path, model, dims)
+    argv = ["compress", str(source), "--data", str(data), "--input-shape",
+            f"{input_name}:{','.join(map(str, dims))}", "--method", "autobot", "--target", "0.6",
+            "--iterations", "2", "--batch-size", "8", "--calibration-samples", "8",
+            "-o", str(out), "--quiet", "--json"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    pruned = onnx.load(str(out))
+    onnx.checker.check_model(pruned, full_check=True)
+    declared = [d.dim_param or d.dim_value for d in pruned.graph.input[0].type.tensor_type.shape.dim]
+    original = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert declared == original
+    feeds = {k: np.random.default_rng(1).standard_normal(v).astype(np.float32)
+             for k, v in run_shapes[-1].items()}
+    assert [o.shape for o in _run_ort(out, feeds)] == [o.shape for o in _run_ort(source, feeds)]
 
 
 def test_without_input_shape_the_error_names_the_flag(tmp_path):

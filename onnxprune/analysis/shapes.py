@@ -133,9 +133,14 @@ def infer_shapes(model: onnx.ModelProto, batch: int = 1,
 
     model = fold_weight_paths(model).model  # constant expressions (pads, shapes) as values
     shapes = _infer_once(fixed_batch_copy(model, batch, input_shapes), model)
-    unknown = any(o and o not in shapes for n in model.graph.node for o in n.output)
-    folded = fold_shape_values(model, shapes) if unknown else {}
-    if folded:
+    folded: dict[str, np.ndarray] = {}
+    for _ in range(_FOLD_ROUNDS):  # each round's shapes may let later shape arithmetic fold
+        if all(o in shapes for n in model.graph.node for o in n.output if o):
+            break
+        more = fold_shape_values(model, shapes)
+        if more.keys() <= folded.keys():
+            break
+        folded.update(more)
         fixed = fixed_batch_copy(model, batch, input_shapes)
         _inject(fixed, folded)
         shapes.update(_infer_once(fixed, model))
@@ -147,6 +152,7 @@ def infer_shapes(model: onnx.ModelProto, batch: int = 1,
 _FOLDABLE = {"Shape", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat",
              "Slice", "Cast", "Identity", "Constant", "ConstantOfShape", "Floor", "Ceil", "Neg",
              "Min", "Max", "Equal", "Where", "Reshape", "Range"}
+_FOLD_ROUNDS = 16  # inference/folding rounds: one per chain of computed shapes behind another
 _FOLD_LIMIT = 64  # elements: shape arithmetic is small; real data is never folded
 
 
