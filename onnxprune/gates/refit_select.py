@@ -1,0 +1,230 @@
+"""Reconstruction-aware channel scores (``--method refit``): which channels the least-squares
+refit can do without.
+
+``compress`` refits every layer after pruning (``recalibrate``, mode reconstruct): a layer that
+reads a pruned group gets the weights that best reproduce its original output from the channels
+left. So a channel matters by how much of that output the *remaining* channels cannot rebuild,
+not by its own norm (ThiNet, Luo et al. 2017; channel pruning, He et al. 2017). For one reading
+layer (a Conv with ``group=1`` or a Gemm, its input as im2col rows X and weights W with a bias
+column) removing the input columns ``b`` of a channel and refitting the rest costs exactly
+
+    ΔE = tr(W_b (H⁻¹)_bb⁻¹ W_bᵀ),   H = XᵀX + ρ·mean(diag)·I
+
+(the structured Optimal Brain Surgeon step, as in OBC/SparseGPT), and the refit weights and H⁻¹
+follow in closed form. Per group, channels are removed greedily, each time the one whose summed
+cost over the group's reading layers, each relative to that layer's output energy tr(W H Wᵀ),
+is least; a channel's score is the cumulative relative error when it goes (monotone within the
+group). One global threshold over these scores then prunes every group up to the same relative
+refit error — optionally discounted by the MACs one channel of the group costs (``mac_power``).
+Groups without such a reader (or read by grouped convs only) fall back to the L1 score, scaled
+below every refit score of the model so that the selection takes them in L1 order last.
+
+H comes from the original model on calibration images (read hooks of ``TorchGraph``, the
+tensors the gates multiply), at most ``max_rows`` random im2col rows per batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onnxprune.analysis.groups import ChannelAnalysis
+from onnxprune.gates.device import resolve_device
+from onnxprune.gates.executor import TorchGraph
+
+DAMP = 1e-2  # ρ: H's ridge as a fraction of its mean diagonal
+MAX_ROWS = 4096  # im2col rows per calibration batch entering H
+
+
+class _Layer:
+    """One reading layer: H (its input's Gram matrix, bias column last) and W [out, fan + 1]."""
+
+    def __init__(self, node, read, analysis: ChannelAnalysis):
+        from onnxprune.scores import _const
+
+        self.node, self.read = node, read
+        weight = _const(node.inputs[1]).astype(np.float64)
+        if node.op == "Gemm":
+            weight = weight if int(node.attrs.get("transB", 0)) else weight.T
+            self.kernel, self.attrs = None, {}
+        else:
+            self.kernel = tuple(weight.shape[2:])
+            self.attrs = dict(node.attrs)
+        bias = (_const(node.inputs[2]) if len(node.inputs) > 2 else None)
+        out = weight.shape[0]
+        bias = np.zeros(out) if bias is None else bias.astype(np.float64).reshape(-1)
+        self.w = np.concatenate([weight.reshape(out, -1), bias[:, None]], 1)
+        per_input = int(np.prod(self.kernel)) if self.kernel else 1
+        channels = analysis.channel_of_atom[read.ids]
+        self.column_channel = np.append(np.repeat(channels, per_input), -1)  # -1: bias, fixed
+        self.gram = None
+        self.generator = torch.Generator().manual_seed(0)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.double()
+        if self.kernel is None:
+            cols = x.reshape(x.shape[0], -1)
+        else:
+            pads = list(self.attrs.get("pads", [0, 0, 0, 0]))
+            if any(pads):
+                x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+            cols = F.unfold(x, self.kernel, dilation=tuple(self.attrs.get("dilations", [1, 1])),
+                            stride=tuple(self.attrs.get("strides", [1, 1])))
+            cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        if cols.shape[0] > MAX_ROWS:
+            rows = torch.randperm(cols.shape[0], generator=self.generator)[:MAX_ROWS]
+            cols = cols[rows.to(cols.device)]
+        cols = torch.cat([cols, torch.ones(len(cols), 1, dtype=cols.dtype, device=cols.device)], 1)
+        g = cols.T @ cols
+        self.gram = g if self.gram is None else self.gram + g
+
+    def start(self) -> None:
+        """H⁻¹ (damped), the weights as a tensor, and the output energy tr(W H Wᵀ)."""
+        h = self.gram
+        damp = DAMP * torch.diagonal(h).mean().clamp_min(1e-12)
+        eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
+        self.hinv = torch.linalg.inv(h + damp * eye)
+        self.wt = torch.as_tensor(self.w, dtype=h.dtype, device=h.device)
+        self.energy = float(torch.einsum("oi,ij,oj->", self.wt, h, self.wt).clamp_min(1e-12))
+
+    def blocks(self, channels) -> torch.Tensor | None:
+        """[channels, k]: the input columns of each channel (None if not all the same size)."""
+        found = [np.flatnonzero(self.column_channel == c) for c in channels]
+        if len({len(f) for f in found}) != 1:
+            return None
+        return torch.as_tensor(np.stack(found), device=self.hinv.device)
+
+    def costs(self, idx: torch.Tensor) -> torch.Tensor:
+        """Relative output error of removing each row of columns ``idx`` [n, k] (alone) and
+        refitting the rest: tr(W_b S⁻¹ W_bᵀ) / energy, S = H⁻¹[b, b]."""
+        s = self.hinv[idx[:, :, None], idx[:, None, :]]  # [n, k, k]
+        wb = self.wt[:, idx].permute(1, 0, 2)  # [n, out, k]
+        inner = torch.linalg.solve(s, wb.transpose(1, 2))  # [n, k, out]
+        return (wb * inner.transpose(1, 2)).sum((1, 2)) / self.energy
+
+    def remove(self, b: torch.Tensor) -> None:
+        """The OBS update: refit the remaining weights, drop ``b`` from H⁻¹."""
+        s = self.hinv[b][:, b]
+        rows = self.hinv[b]  # [|b|, fan]
+        try:
+            step = torch.linalg.solve(s, rows)  # S⁻¹ H⁻¹[b, :]
+        except RuntimeError:
+            return
+        self.wt = self.wt - self.wt[:, b] @ step
+        self.hinv = self.hinv - rows.T @ step
+        self.wt[:, b] = 0.0
+        self.hinv[b] = 0.0
+        self.hinv[:, b] = 0.0
+
+
+def _reading_layers(analysis: ChannelAnalysis) -> list[_Layer]:
+    from onnxprune.scores import _const
+
+    nodes = {n.name: n for n in analysis.graph.nodes}
+    layers = []
+    for read in analysis.reads:
+        node = nodes.get(read.node)
+        if node is None or read.index != 0 or read.axis != 1 or len(node.inputs) < 2:
+            continue
+        if _const(node.inputs[1]) is None:
+            continue
+        if node.op == "Conv":
+            auto = node.attrs.get("auto_pad", "NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else auto
+            if int(node.attrs.get("group", 1)) != 1 or auto not in ("NOTSET", "VALID") \
+                    or _const(node.inputs[1]).ndim != 4:
+                continue
+        elif node.op == "Gemm":
+            if int(node.attrs.get("transA", 0)) or float(node.attrs.get("alpha", 1.0)) != 1.0 \
+                    or float(node.attrs.get("beta", 1.0)) != 1.0:
+                continue
+        else:
+            continue
+        layers.append(_Layer(node, read, analysis))
+    return layers
+
+
+def _collect(model, layers: list[_Layer], x: np.ndarray, batch: int, device: str) -> None:
+    graph = TorchGraph(model).float().to(device)
+
+    def hook(layer):
+        def record(t: torch.Tensor) -> torch.Tensor:
+            layer.add(t.detach())
+            return t
+
+        return record
+
+    graph.set_read_hooks({(l.read.node, l.read.index): hook(l) for l in layers})
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            graph(torch.as_tensor(x[start:start + batch]).to(device))
+
+
+def _group_scores(channels: range, layers: list[_Layer]) -> np.ndarray | None:
+    """Cumulative relative refit error at each channel's greedy removal (None: the group's
+    channels have uneven column counts in some reader)."""
+    for layer in layers:
+        layer.start()
+    blocks = [layer.blocks(channels) for layer in layers]
+    if any(b is None for b in blocks):
+        return None
+    alive = np.ones(len(channels), dtype=bool)
+    scores, total = np.zeros(len(channels)), 0.0
+    for _ in range(len(channels)):
+        left = np.flatnonzero(alive)
+        cost = sum(layer.costs(b[left]) for layer, b in zip(layers, blocks))
+        cost = torch.nan_to_num(cost, nan=float("inf"))
+        pick = left[int(torch.argmin(cost))]
+        total += max(float(cost.min()), 0.0)
+        scores[pick] = total
+        alive[pick] = False
+        if alive.any():
+            for layer, b in zip(layers, blocks):
+                layer.remove(b[pick])
+    return scores
+
+
+def refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: int = 512,
+                 seed: int = 0, batch: int = 64, device: str = "cpu",
+                 mac_power: float = 0.0) -> np.ndarray:
+    """Per global channel: the cumulative relative refit error when the greedy removal of its
+    group reaches it (higher = keep); see the module docstring."""
+    from onnxprune.scores import l1_scores
+    from onnxprune.select import MacCounter
+
+    device = resolve_device(device)
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:samples])
+    layers = _reading_layers(analysis)
+    _collect(model, layers, x[pick], batch, device)
+    scores = np.zeros(analysis.total_channels)
+    fallback = []
+    counter = MacCounter(analysis) if mac_power else None
+    everything = np.ones(analysis.total_channels, dtype=bool)
+    for g in analysis.groups:
+        if not g.prunable:
+            scores[g.offset:g.offset + g.channels] = np.inf
+            continue
+        channels = range(g.offset, g.offset + g.channels)
+        readers = [l for l in layers if np.isin(l.column_channel, channels).any()]
+        if not readers or any(l.gram is None for l in readers):
+            fallback.append(g)
+            continue
+        part = _group_scores(channels, readers)
+        if part is None:
+            fallback.append(g)
+            continue
+        if counter is not None:
+            one = everything.copy()
+            one[g.offset] = False
+            saved = max(counter.macs(everything) - counter.macs(one), 1.0)
+            part = part / saved ** mac_power
+        scores[g.offset:g.offset + g.channels] = part
+    finite = scores[np.isfinite(scores) & (scores > 0)]
+    floor = finite.min() if len(finite) else 1.0
+    l1 = l1_scores(analysis)
+    for g in fallback:  # below every refit score, in L1 order
+        part = slice(g.offset, g.offset + g.channels)
+        scores[part] = floor * 0.5 * l1[part] / max(l1[part].max(), 1e-12)
+    scores[~np.isfinite(scores)] = scores[np.isfinite(scores)].max(initial=1.0) * 2 + 1
+    return scores

@@ -1,0 +1,98 @@
+"""Reconstruction-aware channel scores: the OBS cost equals the refit error, a channel the
+others can rebuild scores lowest, every group gets finite scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from onnxprune.analysis.groups import analyze_channels
+from onnxprune.gates.refit_select import DAMP, _Layer, refit_scores
+from onnxprune.scores import l1_scores
+from archs import Builder
+
+
+def _cnn(duplicate: bool) -> onnx.ModelProto:
+    """Conv 3→6 → Relu → Conv 6→5 → Relu → GlobalAveragePool → Flatten → Gemm 5→4; with
+    ``duplicate``, conv1's channel 4 is 3 × its channel 1 (Relu keeps the factor)."""
+    b = Builder(seed=5)
+    x = b.input("x", ["N", 3, 8, 8])
+    y = b.op("Relu", [b.conv(x, 3, 6)])
+    y = b.op("Relu", [b.conv(y, 6, 5)])
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    model = b.model([b.gemm(y, 5, 4)])
+    if duplicate:
+        conv = model.graph.node[0]
+        inits = {t.name: t for t in model.graph.initializer}
+        w = numpy_helper.to_array(inits[conv.input[1]]).copy()
+        bias = numpy_helper.to_array(inits[conv.input[2]]).copy()
+        w[4], bias[4] = 3 * w[1], 3 * bias[1]
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w, conv.input[1]))
+        inits[conv.input[2]].CopyFrom(numpy_helper.from_array(bias, conv.input[2]))
+    return model
+
+
+def _conv1_group(analysis):
+    return next(g for g in analysis.groups if g.prunable and g.channels == 6)
+
+
+def test_a_channel_the_others_rebuild_scores_lowest_though_its_norm_is_largest():
+    model = _cnn(duplicate=True)
+    analysis = analyze_channels(model)
+    x = np.random.default_rng(0).standard_normal((128, 3, 8, 8)).astype(np.float32)
+    scores = refit_scores(model, analysis, x, samples=128)
+    g = _conv1_group(analysis)
+    part = scores[g.offset:g.offset + g.channels]
+    assert int(np.argmin(part)) in (1, 4), part
+    assert part.min() < 0.1 * np.sort(part)[1], part  # ~free to refit (up to the damping)
+    l1 = l1_scores(analysis)[g.offset:g.offset + g.channels]
+    assert int(np.argmax(l1)) == 4  # the L1 baseline would keep it first
+    assert np.isfinite(scores).all()
+    # scores increase along the greedy order within the group: cumulative errors
+    assert len(set(part.tolist())) == g.channels
+
+
+def test_every_prunable_group_gets_finite_distinct_scores():
+    model = _cnn(duplicate=False)
+    analysis = analyze_channels(model)
+    x = np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    scores = refit_scores(model, analysis, x, samples=64, mac_power=1.0)
+    assert np.isfinite(scores).all() and (scores > 0).all()
+    for g in analysis.groups:
+        if g.prunable:
+            assert len(np.unique(scores[g.offset:g.offset + g.channels])) == g.channels
+
+
+class _Fake:
+    """A layer with a given Gram matrix and weights, without a graph."""
+
+    def __init__(self, h, w, column_channel):
+        self.gram, self.w, self.column_channel = h, w, column_channel
+
+
+def test_obs_cost_and_update_equal_the_explicit_least_squares_refit():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((200, 7))
+    x[:, 6] = 1.0  # the bias column
+    w = rng.standard_normal((3, 7))
+    layer = _Fake(torch.as_tensor(x.T @ x), w, np.array([0, 0, 1, 1, 2, 2, -1]))
+    layer.start, layer.costs, layer.remove = (getattr(_Layer, n).__get__(layer)
+                                              for n in ("start", "costs", "remove"))
+    layer.start()
+    h = x.T @ x
+    h_damped = h + DAMP * np.diag(h).mean() * np.eye(7)
+    drop = np.array([2, 3])
+    keep = np.setdiff1d(np.arange(7), drop)
+    # explicit: min over W' with W'[:, drop] = 0 of (W' − W) H (W' − W)ᵀ
+    fit = np.linalg.solve(h_damped[np.ix_(keep, keep)], h_damped[keep] @ w.T).T
+    full = np.zeros_like(w)
+    full[:, keep] = fit
+    explicit = np.trace((full - w) @ h_damped @ (full - w).T)
+    energy = np.trace(w @ h @ w.T)
+    assert np.isclose(layer.energy, energy, rtol=1e-10)
+    cost = float(layer.costs(torch.as_tensor([[2, 3]]))[0])
+    assert np.isclose(cost * energy, explicit, rtol=1e-8)
+    layer.remove(torch.as_tensor([2, 3]))
+    assert np.allclose(layer.wt.numpy(), full, atol=1e-8)

@@ -1,0 +1,216 @@
+"""Validation-split search of the defaults (issue 14): channel scores x recalibration settings.
+
+The same steps ``compress`` runs (analysis, scores, exact-target selection with ``round_to``
+auto, surgery, recalibration) called one by one, so that one set of trained gates is measured
+under several recalibration settings without training it again. Figures are top-1 % on the
+5,000-image **validation** split of Fashion-MNIST (never test), before any fine-tuning.
+
+Score variants (``--variants``, comma separated):
+
+* ``autobot``           AutoBot gates, cross-entropy task loss (the default of ``compress``)
+* ``autobot-kd``        AutoBot gates, distillation task loss (KL to the original's logits;
+                        ``train_gates`` with no labels)
+* ``autobot-it<N>``     AutoBot, N gate iterations instead of ``--iterations``
+* ``autobot-b<B>``, ``autobot-g<G>``  another β / γ
+* ``l1``, ``bn-scale``, ``random``   the baselines
+* ``refit``, ``refit-m<P>``  reconstruction-aware selection (``onnxprune.gates.refit_select``),
+                        scores divided by (MACs of one channel of the group)^P
+
+``<variant>+u``: the same scores made uniform (rank within the group), so that every group
+loses the same fraction of its channels. Scores are cached in ``$YARDSTICK_CACHE``
+(``/tmp/yardstick-search-cache``); ``score_seconds`` is 0 for a cached one.
+
+Recalibration settings (``--calibration``, comma separated sample counts), mode reconstruct.
+
+    python tools/yardstick_search.py --models vgg,resnet --targets 0.5,0.25 \
+        --variants autobot,autobot-kd,random --calibration 512,2048 \
+        --json benchmarks/yardstick_val_search_<name>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench_yardstick import accuracy_ort, machine, versions  # noqa: E402
+
+
+CACHE = Path(os.environ.get("YARDSTICK_CACHE", "/tmp/yardstick-search-cache"))
+
+
+def uniform(analysis, scores: np.ndarray) -> np.ndarray:
+    """Scores replaced by their rank within the group / its width: the global threshold then
+    prunes every group by the same fraction, in the order of the original scores."""
+    out = np.asarray(scores, dtype=np.float64).copy()
+    for g in analysis.groups:
+        if g.prunable and g.channels:
+            part = out[g.offset:g.offset + g.channels]
+            out[g.offset:g.offset + g.channels] = (np.argsort(np.argsort(part)) + 1) / g.channels
+    return out
+
+
+def cached_scores(name: str, variant: str, model, analysis, x, y, target: float, seed: int,
+                  iterations: int) -> tuple[np.ndarray, float]:
+    """Scores of ``variant`` (``<base>+u``: made uniform), cached on disk by model/target/seed."""
+    base, _, view = variant.partition("+")
+    key = f"{name}_{target}_{seed}_{iterations}_{base}.npy"
+    path, seconds = CACHE / key, 0.0
+    if path.is_file():
+        scores = np.load(path)
+    else:
+        started = time.monotonic()
+        scores = gate_scores(base, model, analysis, x, y, target, seed, iterations)
+        seconds = time.monotonic() - started
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(path, scores)
+    if view == "u":
+        scores = uniform(analysis, scores)
+    elif view:
+        raise SystemExit(f"unknown view {view!r} of {variant!r}")
+    return scores, seconds
+
+
+def gate_scores(variant: str, model, analysis, x, y, target: float, seed: int,
+                iterations: int) -> np.ndarray:
+    """Per-channel scores of one variant."""
+    from onnxprune.gates.config import GateConfig
+
+    if variant in ("l1", "bn-scale", "random"):
+        from onnxprune.scores import baseline_scores
+
+        return baseline_scores(variant, analysis, seed)[0]
+    if variant.startswith("refit"):
+        from onnxprune.gates.refit_select import refit_scores
+
+        power = float(variant.split("-m")[1]) if "-m" in variant else 0.0
+        return refit_scores(model, analysis, x, seed=seed, mac_power=power)
+    from onnxprune.gates.autobot import train_gates
+
+    settings = {"iterations": iterations, "seed": seed}
+    labels = y
+    for part in variant.split("-")[1:]:
+        if part == "kd":
+            labels = None
+        elif part.startswith("it"):
+            settings["iterations"] = int(part[2:])
+        elif part.startswith("b"):
+            settings["beta"] = float(part[1:])
+        elif part.startswith("g"):
+            settings["gamma"] = float(part[1:])
+        else:
+            raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
+    return train_gates(model, analysis, x, labels, target, GateConfig(**settings)).gates
+
+
+def measure(model, analysis, scores, target, x_train, x_val, y_val, samples: int, seed: int,
+            folder: Path, mode: str = "reconstruct") -> dict:
+    """Selection, surgery, recalibration on ``samples`` training images, validation accuracy."""
+    import onnx
+
+    from onnxprune.gates.recalibrate import recalibrate
+    from onnxprune.pipeline import kept_channels
+    from onnxprune.select import auto_round_to, select
+    from onnxprune.analysis.groups import analyze_channels
+    from onnxprune.surgery import prune_model
+
+    analysis = analyze_channels(model)  # surgery edits the analysis' graph in place
+    selection = select(analysis, scores, target, auto_round_to(analysis, "cpu"))
+    pruned = prune_model(model, selection.plan(analysis), analysis=analysis)
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:samples])
+    started = time.monotonic()
+    pruned, _ = recalibrate(model, pruned, x_train[pick], kept_channels(analysis, selection.keep),
+                            mode=mode, batch_size=64)
+    seconds = time.monotonic() - started
+    path = folder / "pruned.onnx"
+    onnx.save_model(pruned, str(path))
+    return {"accuracy": accuracy_ort(str(path), x_val, y_val),
+            "macs_ratio": selection.macs / selection.macs_before,
+            "recalibration_seconds": round(seconds, 1)}
+
+
+def run(args) -> list[dict]:
+    import onnx
+    import torch
+
+    import fashion_mnist
+    from onnxprune.analysis.groups import analyze_channels
+    from onnxprune.graph import ensure_node_names
+
+    torch.set_num_threads(args.threads)
+    splits = fashion_mnist.load_splits()
+    x_train, y_train = splits["train"]
+    x_val, y_val = splits["val"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            path = str(ROOT / "models" / f"fashion_{name}.onnx")
+            model = onnx.load_model(path)
+            ensure_node_names(model)
+            analysis = analyze_channels(model)
+            unpruned = accuracy_ort(path, x_val, y_val)
+            for target in args.targets:
+                for seed in args.seeds:
+                    for variant in args.variants:
+                        scores, score_seconds = cached_scores(
+                            name, variant, model, analysis, x_train, y_train, target, seed,
+                            args.iterations)
+                        for samples in args.calibration:
+                            row = {"model": name, "target": target, "seed": seed,
+                                   "variant": variant, "calibration_samples": samples,
+                                   "unpruned": unpruned, "score_seconds": round(score_seconds, 1)}
+                            row.update(measure(model, analysis, scores, target, x_train, x_val,
+                                               y_val, samples, seed, Path(tmp)))
+                            rows.append(row)
+                            print(f"{name} {target} seed {seed} {variant} cal {samples}: "
+                                  f"{row['accuracy']:.2f} (unpruned {unpruned:.2f}) MACs "
+                                  f"{row['macs_ratio']:.4f} scores {score_seconds:.0f}s recal "
+                                  f"{row['recalibration_seconds']:.0f}s", file=sys.stderr,
+                                  flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="vgg,resnet")
+    parser.add_argument("--targets", default="0.5,0.25")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variants", default="autobot,autobot-kd,random")
+    parser.add_argument("--calibration", default="512")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.targets = [float(t) for t in args.targets.split(",") if t]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.calibration = [int(c) for c in args.calibration.split(",") if c]
+    started = time.monotonic()
+    rows = run(args)
+    result = {"issue": 14, "split": "val", "n_eval": 5000,
+              "accuracy": "top-1 % on the 5,000 validation images, before any fine-tuning",
+              "machine": machine(args.threads), "versions": versions(),
+              "command": "python tools/yardstick_search.py " + " ".join(
+                  sys.argv[1:] if argv is None else argv),
+              "settings": {k: v for k, v in vars(args).items() if k != "json"},
+              "rows": rows, "total_seconds": round(time.monotonic() - started, 1),
+              "load_average_at_end": os.getloadavg()}
+    if args.json:
+        tmp = Path(args.json).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
