@@ -104,3 +104,37 @@ def baseline_scores(method: str, analysis: ChannelAnalysis, seed: int = 0):
     if method == "random":
         return random_scores(analysis, seed), []
     raise OnnxPruneError(f"unknown method '{method}'")
+
+
+def uniform_within_groups(analysis: ChannelAnalysis, scores: np.ndarray) -> np.ndarray:
+    """``scores`` replaced by their rank within each prunable group / the group's width, so that
+    one global threshold removes the same fraction of every group, in the order of ``scores``."""
+    out = np.asarray(scores, dtype=np.float64).copy()
+    for g in analysis.groups:
+        if g.prunable and g.channels:
+            part = out[g.offset:g.offset + g.channels]
+            out[g.offset:g.offset + g.channels] = (np.argsort(np.argsort(part, kind="stable"),
+                                                              kind="stable") + 1) / g.channels
+    return out
+
+
+def channel_macs(analysis: ChannelAnalysis) -> np.ndarray:
+    """Per global channel: the MACs saved by removing one channel of its group (all else kept),
+    from the analysis' MAC terms (the formula ``analyze`` uses)."""
+    from onnxprune.select import MacCounter
+
+    counter = MacCounter(analysis)
+    everything = np.ones(analysis.total_channels, dtype=bool)
+    full = counter.macs(everything)
+    out = np.zeros(analysis.total_channels)
+    for g in analysis.groups:
+        if g.channels:
+            one = everything.copy()
+            one[g.offset] = False
+            out[g.offset:g.offset + g.channels] = full - counter.macs(one)
+    return out
+
+
+def discount_by_macs(analysis: ChannelAnalysis, scores: np.ndarray, power: float = 1.0):
+    """``scores`` / (MACs one channel of the group costs)^power: cheap channels are kept longer."""
+    return np.asarray(scores, dtype=np.float64) / np.maximum(channel_macs(analysis), 1.0) ** power

@@ -13,11 +13,12 @@ Score variants (``--variants``, comma separated):
 * ``autobot-it<N>``     AutoBot, N gate iterations instead of ``--iterations``
 * ``autobot-b<B>``, ``autobot-g<G>``  another β / γ
 * ``l1``, ``bn-scale``, ``random``   the baselines
-* ``refit``, ``refit-m<P>``  reconstruction-aware selection (``onnxprune.gates.refit_select``),
-                        scores divided by (MACs of one channel of the group)^P
+* ``refit``             reconstruction-aware selection (``onnxprune.gates.refit_select``), the
+                        raw cumulative refit errors (allocation "error")
 
 ``<variant>+u``: the same scores made uniform (rank within the group), so that every group
-loses the same fraction of its channels. Scores are cached in ``$YARDSTICK_CACHE``
+loses the same fraction of its channels; ``<variant>+m<P>``: divided by the MACs of one channel
+of the group to the power P (``onnxprune.scores``). Scores are cached in ``$YARDSTICK_CACHE``
 (``/tmp/yardstick-search-cache``); ``score_seconds`` is 0 for a cached one.
 
 Recalibration settings (``--calibration``, comma separated sample counts), mode reconstruct.
@@ -43,20 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench_yardstick import accuracy_ort, machine, versions  # noqa: E402
+from onnxprune.scores import discount_by_macs, uniform_within_groups  # noqa: E402
 
 
 CACHE = Path(os.environ.get("YARDSTICK_CACHE", "/tmp/yardstick-search-cache"))
-
-
-def uniform(analysis, scores: np.ndarray) -> np.ndarray:
-    """Scores replaced by their rank within the group / its width: the global threshold then
-    prunes every group by the same fraction, in the order of the original scores."""
-    out = np.asarray(scores, dtype=np.float64).copy()
-    for g in analysis.groups:
-        if g.prunable and g.channels:
-            part = out[g.offset:g.offset + g.channels]
-            out[g.offset:g.offset + g.channels] = (np.argsort(np.argsort(part)) + 1) / g.channels
-    return out
 
 
 def cached_scores(name: str, variant: str, model, analysis, x, y, target: float, seed: int,
@@ -74,7 +65,9 @@ def cached_scores(name: str, variant: str, model, analysis, x, y, target: float,
         CACHE.mkdir(parents=True, exist_ok=True)
         np.save(path, scores)
     if view == "u":
-        scores = uniform(analysis, scores)
+        scores = uniform_within_groups(analysis, scores)
+    elif view.startswith("m"):
+        scores = discount_by_macs(analysis, scores, float(view[1:] or 1))
     elif view:
         raise SystemExit(f"unknown view {view!r} of {variant!r}")
     return scores, seconds
@@ -89,11 +82,10 @@ def gate_scores(variant: str, model, analysis, x, y, target: float, seed: int,
         from onnxprune.scores import baseline_scores
 
         return baseline_scores(variant, analysis, seed)[0]
-    if variant.startswith("refit"):
-        from onnxprune.gates.refit_select import refit_scores
+    if variant == "refit":
+        from onnxprune.gates.refit_select import raw_refit_scores
 
-        power = float(variant.split("-m")[1]) if "-m" in variant else 0.0
-        return refit_scores(model, analysis, x, seed=seed, mac_power=power)
+        return raw_refit_scores(model, analysis, x, seed=seed)
     from onnxprune.gates.autobot import train_gates
 
     settings = {"iterations": iterations, "seed": seed}
@@ -138,7 +130,7 @@ def measure(model, analysis, scores, target, x_train, x_val, y_val, samples: int
             "recalibration_seconds": round(seconds, 1)}
 
 
-def run(args) -> list[dict]:
+def run(args, save) -> list[dict]:
     import onnx
     import torch
 
@@ -171,6 +163,7 @@ def run(args) -> list[dict]:
                             row.update(measure(model, analysis, scores, target, x_train, x_val,
                                                y_val, samples, seed, Path(tmp)))
                             rows.append(row)
+                            save(rows)
                             print(f"{name} {target} seed {seed} {variant} cal {samples}: "
                                   f"{row['accuracy']:.2f} (unpruned {unpruned:.2f}) MACs "
                                   f"{row['macs_ratio']:.4f} scores {score_seconds:.0f}s recal "
@@ -196,19 +189,23 @@ def main(argv=None) -> int:
     args.variants = [v for v in args.variants.split(",") if v]
     args.calibration = [int(c) for c in args.calibration.split(",") if c]
     started = time.monotonic()
-    rows = run(args)
-    result = {"issue": 14, "split": "val", "n_eval": 5000,
-              "accuracy": "top-1 % on the 5,000 validation images, before any fine-tuning",
-              "machine": machine(args.threads), "versions": versions(),
-              "command": "python tools/yardstick_search.py " + " ".join(
-                  sys.argv[1:] if argv is None else argv),
-              "settings": {k: v for k, v in vars(args).items() if k != "json"},
-              "rows": rows, "total_seconds": round(time.monotonic() - started, 1),
-              "load_average_at_end": os.getloadavg()}
-    if args.json:
+
+    def save(rows):
+        if not args.json:
+            return
+        result = {"issue": 14, "split": "val", "n_eval": 5000,
+                  "accuracy": "top-1 % on the 5,000 validation images, before any fine-tuning",
+                  "machine": machine(args.threads), "versions": versions(),
+                  "command": "python tools/yardstick_search.py " + " ".join(
+                      sys.argv[1:] if argv is None else argv),
+                  "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                  "rows": rows, "total_seconds": round(time.monotonic() - started, 1),
+                  "load_average_now": os.getloadavg()}
         tmp = Path(args.json).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, args.json)
+
+    run(args, save)
     return 0
 
 

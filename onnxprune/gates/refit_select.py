@@ -14,8 +14,10 @@ column) removing the input columns ``b`` of a channel and refitting the rest cos
 follow in closed form. Per group, channels are removed greedily, each time the one whose summed
 cost over the group's reading layers, each relative to that layer's output energy tr(W H Wᵀ),
 is least; a channel's score is the cumulative relative error when it goes (monotone within the
-group). One global threshold over these scores then prunes every group up to the same relative
-refit error — optionally discounted by the MACs one channel of the group costs (``mac_power``).
+group). How groups compare (``allocation``): ``uniform`` ranks within each group, so one global
+threshold removes the same fraction of every group (in refit order); ``error`` prunes every
+group to the same relative refit error; ``macs`` divides that error by the MACs one channel of
+the group costs.
 Groups without such a reader (or read by grouped convs only) fall back to the L1 score, scaled
 below every refit score of the model so that the selection takes them in L1 order last.
 
@@ -185,13 +187,36 @@ def _group_scores(channels: range, layers: list[_Layer]) -> np.ndarray | None:
     return scores
 
 
+ALLOCATIONS = ("uniform", "macs", "error")
+
+
 def refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: int = 512,
                  seed: int = 0, batch: int = 64, device: str = "cpu",
-                 mac_power: float = 0.0) -> np.ndarray:
-    """Per global channel: the cumulative relative refit error when the greedy removal of its
-    group reaches it (higher = keep); see the module docstring."""
+                 allocation: str = "uniform", mac_power: float = 1.0) -> np.ndarray:
+    """Per global channel, higher = keep: the cumulative relative refit error when the greedy
+    removal of its group reaches it (see the module docstring), then made comparable across
+    groups by ``allocation``: ``uniform`` (rank within the group: every group loses the same
+    fraction), ``macs`` (divided by one channel's MACs^``mac_power``), ``error`` (as is: every
+    group pruned to the same relative refit error)."""
+    from onnxprune.scores import discount_by_macs, uniform_within_groups
+
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}")
+    raw = raw_refit_scores(model, analysis, x, samples=samples, seed=seed, batch=batch,
+                           device=device)
+    if allocation == "uniform":
+        return uniform_within_groups(analysis, raw)
+    if allocation == "macs":
+        return discount_by_macs(analysis, raw, mac_power)
+    return raw
+
+
+def raw_refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: int = 512,
+                     seed: int = 0, batch: int = 64, device: str = "cpu") -> np.ndarray:
+    """The cumulative relative refit errors (``allocation="error"``); groups without a
+    reading layer fall back to L1 below every refit score, groups that cannot be pruned get
+    a score above every other."""
     from onnxprune.scores import l1_scores
-    from onnxprune.select import MacCounter
 
     device = resolve_device(device)
     pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:samples])
@@ -199,26 +224,17 @@ def refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: in
     _collect(model, layers, x[pick], batch, device)
     scores = np.zeros(analysis.total_channels)
     fallback = []
-    counter = MacCounter(analysis) if mac_power else None
-    everything = np.ones(analysis.total_channels, dtype=bool)
     for g in analysis.groups:
         if not g.prunable:
             scores[g.offset:g.offset + g.channels] = np.inf
             continue
         channels = range(g.offset, g.offset + g.channels)
         readers = [l for l in layers if np.isin(l.column_channel, channels).any()]
-        if not readers or any(l.gram is None for l in readers):
-            fallback.append(g)
-            continue
-        part = _group_scores(channels, readers)
+        part = (None if not readers or any(l.gram is None for l in readers)
+                else _group_scores(channels, readers))
         if part is None:
             fallback.append(g)
             continue
-        if counter is not None:
-            one = everything.copy()
-            one[g.offset] = False
-            saved = max(counter.macs(everything) - counter.macs(one), 1.0)
-            part = part / saved ** mac_power
         scores[g.offset:g.offset + g.channels] = part
     finite = scores[np.isfinite(scores) & (scores > 0)]
     floor = finite.min() if len(finite) else 1.0
