@@ -9,7 +9,7 @@ import torch
 from onnx import numpy_helper
 
 from onnxprune.analysis.groups import analyze_channels
-from onnxprune.gates.refit_select import DAMP, _Layer, refit_scores
+from onnxprune.gates.refit_select import DAMP, _Layer, raw_refit_scores, refit_scores
 from onnxprune.scores import l1_scores
 from archs import Builder
 
@@ -42,7 +42,7 @@ def test_a_channel_the_others_rebuild_scores_lowest_though_its_norm_is_largest()
     model = _cnn(duplicate=True)
     analysis = analyze_channels(model)
     x = np.random.default_rng(0).standard_normal((128, 3, 8, 8)).astype(np.float32)
-    scores = refit_scores(model, analysis, x, samples=128)
+    scores = raw_refit_scores(model, analysis, x, samples=128)
     g = _conv1_group(analysis)
     part = scores[g.offset:g.offset + g.channels]
     assert int(np.argmin(part)) in (1, 4), part
@@ -52,13 +52,16 @@ def test_a_channel_the_others_rebuild_scores_lowest_though_its_norm_is_largest()
     assert np.isfinite(scores).all()
     # scores increase along the greedy order within the group: cumulative errors
     assert len(set(part.tolist())) == g.channels
+    ranks = refit_scores(model, analysis, x, samples=128)[g.offset:g.offset + g.channels]
+    assert np.array_equal(np.argsort(ranks), np.argsort(part))  # uniform: same order
+    assert sorted(ranks.tolist()) == [(k + 1) / g.channels for k in range(g.channels)]
 
 
 def test_every_prunable_group_gets_finite_distinct_scores():
     model = _cnn(duplicate=False)
     analysis = analyze_channels(model)
     x = np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32)
-    scores = refit_scores(model, analysis, x, samples=64, mac_power=1.0)
+    scores = refit_scores(model, analysis, x, samples=64, allocation="macs")
     assert np.isfinite(scores).all() and (scores > 0).all()
     for g in analysis.groups:
         if g.prunable:
