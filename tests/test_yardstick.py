@@ -141,3 +141,18 @@ def test_merge_combines_runs_on_different_models(tmp_path):
     assert merged["settings"]["models"] == ["vgg", "resnet"]
     assert merged["total_seconds"] == 20.0 and merged["acceptance"]["ok"]
     assert len(bench.summary_table(merged["rows"], 10000).splitlines()) == 4
+
+
+def test_another_default_is_checked_against_every_other_method_of_ours():
+    rows = _grid([90.5] * 3, [50.0] * 3)  # autobot 90.5 under both recalibrations
+    rows += [_row("refit", 91.0 if rc == "reconstruct" else 85.0, s, rc)
+             for s in range(3) for rc in bench.RECALIBRATIONS]
+    verdict = bench.acceptance(rows, 10000, ("refit", "reconstruct"))
+    checks = {c["check"]: c["ok"] for c in verdict["checks"]}
+    assert checks["refit beats autobot (reconstruct)"] is True
+    assert checks["refit beats autobot (stats)"] is False
+    assert checks["refit beats random (reconstruct)"] is True
+    assert verdict["default"] == "refit/reconstruct" and not verdict["ok"]
+    head = bench.summary_table(rows, 10000, ("refit", "reconstruct")).splitlines()[0]
+    assert head.index("refit (reconstruct)") < head.index("autobot (reconstruct)")
+    assert "refit s" in head
