@@ -6,7 +6,11 @@ outputs) plus ``(1-alpha)·CE`` when labels exist. SGD with momentum or AdamW, w
 warm-up then cosine decay, computed per step (so a resumed run follows the same schedule). Data
 order comes from a ``DistributedSampler`` seeded per epoch, augmentation from a generator seeded
 per step: a run is deterministic on the CPU, resumes to the same result, and N processes with
-batch B/N equal one process with batch B.
+batch B/N equal one process with batch B. Without a teacher (``teacher=None``) the loss is the
+cross-entropy alone: training from scratch, the baseline of the fine-tuning benchmark.
+
+Trained: every float32 initializer with at least one dimension; 0-d ones are constants of the
+graph (Clip bounds, scales, epsilons), not weights, and stay fixed.
 """
 
 from __future__ import annotations
@@ -71,8 +75,12 @@ def augment(x: torch.Tensor, step: int, seed: int) -> torch.Tensor:
 
 
 def distill_loss(student, teacher, labels, config: FinetuneConfig) -> tuple[torch.Tensor, dict]:
-    """The loss of one batch and its terms (floats) for the progress line."""
+    """The loss of one batch and its terms (floats) for the progress line; ``teacher`` None:
+    the cross-entropy alone."""
     s_outs = student if isinstance(student, tuple) else (student,)
+    if teacher is None:
+        ce = F.cross_entropy(s_outs[0], labels)
+        return ce, {"ce": float(ce.detach())}
     t_outs = teacher if isinstance(teacher, tuple) else (teacher,)
     kd = torch.zeros((), device=s_outs[0].device)
     for s, t in zip(s_outs, t_outs):
@@ -174,7 +182,18 @@ def _restore(weights: dict, optimizer, state: dict) -> int:
     return int(state["step"])
 
 
-def finetune(pruned: onnx.ModelProto, teacher: onnx.ModelProto, x: np.ndarray,
+def trained_weights(student: TorchGraph) -> dict[str, torch.nn.Parameter]:
+    """The parameters to train: every float32 initializer but 0-d constants (frozen here)."""
+    weights = {}
+    for name, param in student.trainable_weights().items():
+        if param.ndim == 0:
+            param.requires_grad_(False)
+        else:
+            weights[name] = param
+    return weights
+
+
+def finetune(pruned: onnx.ModelProto, teacher: onnx.ModelProto | None, x: np.ndarray,
              y: np.ndarray | None, config: FinetuneConfig, device: str = "cpu",
              eval_set: tuple[np.ndarray, np.ndarray] | None = None, progress=None,
              checkpointer=None, resume: bool = False) -> FinetuneResult:
@@ -182,10 +201,12 @@ def finetune(pruned: onnx.ModelProto, teacher: onnx.ModelProto, x: np.ndarray,
     torch.manual_seed(config.seed)
     rank, world = distributed_context(device)
     student = TorchGraph(pruned, trainable=True).to(device)
-    weights = student.trainable_weights()
+    weights = trained_weights(student)
     if not weights:
         raise OnnxPruneError("the pruned model has no float32 weights to fine-tune")
-    frozen = TorchGraph(teacher).to(device).eval()
+    if teacher is None and y is None:
+        raise OnnxPruneError("training without a teacher needs labels in the data")
+    frozen = TorchGraph(teacher).to(device).eval() if teacher is not None else None
     model = student
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -209,7 +230,7 @@ def finetune(pruned: onnx.ModelProto, teacher: onnx.ModelProto, x: np.ndarray,
                                       device)
             step += 1
             sums["loss"] += float(loss)
-            sums["kd"] += terms["kd"]
+            sums["kd"] += terms.get("kd", 0.0)
             sums["ce"] += terms.get("ce", 0.0)
             sums["n"] += 1
             if progress is not None:
@@ -230,7 +251,7 @@ def _train_step(model, teacher, batch, optimizer, step, total, config, device):
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, total, config)
     with torch.no_grad():
-        target = teacher(inputs)
+        target = teacher(inputs) if teacher is not None else None
     loss, terms = distill_loss(model(inputs), target, labels, config)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -129,3 +129,55 @@ def test_cli_refuses_a_batch_that_does_not_split(setup, tmp_path):
                   "-o", tmp_path / "f.onnx", "--batch-size", "512", "--quiet")
     assert result.returncode == 2 and "fewer than one batch" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "f.onnx").exists()
+
+
+def test_without_a_teacher_cross_entropy_alone_trains(setup):
+    from onnxprune.errors import OnnxPruneError
+
+    _, teacher, pruned, (x, y), _ = setup
+    config = FinetuneConfig(epochs=3, batch_size=32, lr=0.01, optimizer="adamw")
+    result = finetune(pruned, None, x, y, config)
+    assert all(r["kd"] == 0.0 and r["ce"] == r["loss"] for r in result.history)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    distilled = finetune(pruned, teacher, x, y, config)
+    assert distilled.history[0]["kd"] > 0.0
+    assert distilled.history[0]["loss"] != result.history[0]["loss"]
+
+    with pytest.raises(OnnxPruneError, match="needs labels"):
+        finetune(pruned, None, x, None, CONFIG)
+
+
+def _clip_graph():
+    """x -> Conv(1->4, 3x3) -> Clip(min, max: 0-d initializers) -> GAP -> Flatten -> Gemm(4->3)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "hi"),
+             numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "fw"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "fb")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1],
+                                   kernel_shape=[3, 3]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["r"], name="clip"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "clip", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["n", 1, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["n", 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_zero_dim_constants_stay_fixed_while_the_weights_train():
+    model = _clip_graph()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    result = finetune(model, model, x, y, FinetuneConfig(iterations=8, batch_size=16, lr=0.5,
+                                                         weight_decay=0.1))
+    before, after = _weights(model), _weights(result.model)
+    assert before["lo"] == after["lo"] and before["hi"] == after["hi"]
+    assert not np.array_equal(before["w"], after["w"])
+    assert not np.array_equal(before["fw"], after["fw"])
