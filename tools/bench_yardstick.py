@@ -206,12 +206,17 @@ def _result(before, after, target, seconds, accuracy_before, accuracy_after) -> 
             "seconds": round(seconds, 1)}
 
 
+_REFIT_SCORES: dict[tuple, np.ndarray] = {}
+
+
 def one_steps(model: str, target: float, method: str, recalibration: str, seed: int,
               args, data: dict, folder: Path) -> dict:
     """``compress``'s steps for ``--method refit`` before it is wired into the pipeline:
     analysis, refit scores (``onnxprune.gates.refit_select``, on ``--calibration-samples``
     training images), the same selection (``round_to``), surgery, recalibration on the same
-    seeded calibration pick as ``compress``, accuracy in ONNX Runtime."""
+    seeded calibration pick as ``compress``, accuracy in ONNX Runtime. The scores do not
+    depend on the target or the recalibration mode: computed once per model and seed, their
+    time counted in every run that uses them (as ``compress`` would spend it)."""
     import onnx
 
     from onnxprune.analysis.groups import analyze_channels
@@ -229,8 +234,16 @@ def one_steps(model: str, target: float, method: str, recalibration: str, seed: 
     ensure_node_names(original)
     x = np.load(data["train"])["x"]
     analysis = analyze_channels(original)
-    scores = refit_scores(original, analysis, x, samples=args.calibration_samples, seed=seed,
-                          allocation=args.refit_allocation)
+    key = (model, seed, args.calibration_samples, args.refit_allocation)
+    if key not in _REFIT_SCORES:  # the same for every recalibration mode and target
+        scored = time.monotonic()
+        _REFIT_SCORES[key] = (refit_scores(original, analysis, x, seed=seed,
+                                           samples=args.calibration_samples,
+                                           allocation=args.refit_allocation),
+                              time.monotonic() - scored)
+    else:  # reused: its time counts as if computed again
+        started -= _REFIT_SCORES[key][1]
+    scores = _REFIT_SCORES[key][0]
     round_to = (auto_round_to(analysis, "cpu") if args.round_to == "auto" else args.round_to)
     selection = select(analysis, scores, target, round_to)
     pruned = prune_model(original, selection.plan(analysis), analysis=analysis)

@@ -220,6 +220,8 @@ def raw_refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples
 
     device = resolve_device(device)
     pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:samples])
+    if len(pick) >= batch:  # whole batches only: a model may fix its batch size
+        pick = pick[:len(pick) // batch * batch]
     layers = _reading_layers(analysis)
     _collect(model, layers, x[pick], batch, device)
     scores = np.zeros(analysis.total_channels)
