@@ -172,6 +172,52 @@ def run(args, save) -> list[dict]:
     return rows
 
 
+def summarize(files: list[str], reference: str = "autobot", samples: int = 512) -> dict:
+    """Cells (model, target, seed) x variants at ``samples`` calibration images, from the rows
+    of ``files`` (a later file's row replaces an earlier one of the same setting): how many
+    cells each variant wins against ``reference``, its mean gain over the cells both ran, and
+    the gain of more calibration images per variant."""
+    rows = {}
+    for f in files:
+        for r in json.loads(Path(f).read_text())["rows"]:
+            rows[(r["model"], r["target"], r["seed"], r["variant"],
+                  r["calibration_samples"])] = {**r, "file": f}
+    cells: dict[tuple, dict] = {}
+    for (model, target, seed, variant, cal), r in rows.items():
+        if cal == samples:
+            cells.setdefault((model, target, seed), {})[variant] = r["accuracy"]
+    variants = sorted({v for c in cells.values() for v in c})
+    wins = {}
+    for v in variants:
+        both = [c for c in cells.values() if v in c and reference in c]
+        gains = [c[v] - c[reference] for c in both]
+        wins[v] = {"cells": len(both), "wins": sum(g > 0 for g in gains),
+                   "ties": sum(g == 0 for g in gains),
+                   "mean_gain": round(float(np.mean(gains)), 3) if gains else None,
+                   "worst_gain": round(float(min(gains)), 3) if gains else None}
+    more = {}
+    for (model, target, seed, variant, cal), r in rows.items():
+        base = rows.get((model, target, seed, variant, samples))
+        if cal != samples and base is not None:
+            more.setdefault(f"{variant} cal {cal}", []).append(r["accuracy"] - base["accuracy"])
+    return {"reference": reference, "calibration_samples": samples, "files": files,
+            "cells": [{"model": k[0], "target": k[1], "seed": k[2], "val_accuracy": v}
+                      for k, v in sorted(cells.items())],
+            "against_reference": wins,
+            "more_calibration": {k: {"runs": len(g), "mean_gain": round(float(np.mean(g)), 3)}
+                                 for k, g in sorted(more.items())}}
+
+
+def summary_markdown(summary: dict, variants: list[str]) -> str:
+    head = ["model", "target", "seed", *variants]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in summary["cells"]:
+        acc = c["val_accuracy"]
+        lines.append(f"| {c['model']} | {c['target']} | {c['seed']} | " + " | ".join(
+            f"{acc[v]:.2f}" if v in acc else "-" for v in variants) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg,resnet")
@@ -182,7 +228,20 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
+                        help="no runs: the cells x variants of these result files (--json: the "
+                             "summary; --variants: the table's columns)")
     args = parser.parse_args(argv)
+    if args.summarize:
+        summary = summarize(args.summarize)
+        print(summary_markdown(summary, [v for v in args.variants.split(",") if v]))
+        print(json.dumps(summary["against_reference"], indent=1))
+        print(json.dumps(summary["more_calibration"], indent=1))
+        if args.json:
+            tmp = Path(args.json).with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, args.json)
+        return 0
     args.models = [m for m in args.models.split(",") if m]
     args.targets = [float(t) for t in args.targets.split(",") if t]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
