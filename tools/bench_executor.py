@@ -3,8 +3,13 @@
 For each reference model (``tools/refmodels.py``) and each exporter (TorchScript, dynamo), one
 training step of gates — forward, loss, backward — with frozen weights and one trainable
 sigmoid gate vector per conv input, on both sides, interleaved, median of ``--steps``.
+``--suite imagenet`` runs the ResNet-50 and MobileNetV2 of ``tools/resnet50.py`` at 3x224x224
+instead and adds a fourth side, ``gated``: the gate-training module itself (``GatedGraph``, one
+gate per prunable channel of the channel analysis, multiplied where the analysis reads it).
 
     python tools/bench_executor.py --batch 64 --steps 20 --json bench_executor.json
+    python tools/bench_executor.py --suite imagenet --batch 8 --steps 8 \
+        --json benchmarks/executor_imagenet_cpu.json
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import refmodels  # noqa: E402
+import resnet50 as imagenet_models  # noqa: E402
 
 from onnxprune.gates.executor import TorchGraph  # noqa: E402
 
@@ -89,6 +95,18 @@ def executor_side(proto: onnx.ModelProto):
     return graph, alphas
 
 
+def gated_side(proto: onnx.ModelProto):
+    """The gate-training module of ``train_gates`` (GatedGraph over the channel analysis)."""
+    from onnxprune.analysis.groups import analyze_channels
+    from onnxprune.gates.autobot import GatedGraph
+
+    gated = GatedGraph(proto, analyze_channels(proto))
+    return gated.forward, [gated.alpha]
+
+
+IMAGENET = {"resnet50": imagenet_models.resnet50, "mobilenet_v2": imagenet_models.mobilenet_v2}
+
+
 def step_time(module, alphas, x) -> tuple[float, float]:
     """Wall and process-CPU seconds of one forward + backward step."""
     start, cpu = time.perf_counter(), time.process_time()
@@ -100,12 +118,19 @@ def step_time(module, alphas, x) -> tuple[float, float]:
 
 
 def bench(name: str, dynamo: bool, batch: int, steps: int, warmup: int) -> dict:
-    model = refmodels.build(name).eval()
-    x = torch.randn(batch, 1, 28, 28)
+    imagenet = name in IMAGENET
+    if imagenet:
+        model = imagenet_models.randomize_bn(IMAGENET[name]()).eval()
+        x = torch.randn(batch, 3, 224, 224)
+    else:
+        model = refmodels.build(name).eval()
+        x = torch.randn(batch, 1, 28, 28)
     proto = export(model, x[:2], dynamo)
     fused = native_side(model, fuse_bn=True)  # first: a fused copy must not inherit the hooks
     sides = {"native": native_side(model), "native_fused": fused, "executor": executor_side(proto)}
     counts = {len(alphas) for _, alphas in sides.values()}
+    if imagenet:
+        sides["gated"] = gated_side(proto)
     assert len(counts) == 1, "different number of gated convs"
     times = {side: [] for side in sides}
     cpu = {side: [] for side in sides}
@@ -120,13 +145,25 @@ def bench(name: str, dynamo: bool, batch: int, steps: int, warmup: int) -> dict:
                 cpu[side].append(used)
     ms = {side: statistics.median(values) * 1e3 for side, values in times.items()}
     cpu_ms = {side: statistics.median(values) * 1e3 for side, values in cpu.items()}
-    return {"model": name, "exporter": "dynamo" if dynamo else "torchscript",
-            "onnx_ops": sorted({n.op_type for n in proto.graph.node}), "gated_convs": counts.pop(),
-            **{f"{side}_ms": round(value, 3) for side, value in ms.items()},
-            "ratio": round(ms["executor"] / ms["native"], 3),
-            "ratio_vs_fused": round(ms["executor"] / ms["native_fused"], 3),
-            **{f"{side}_cpu_ms": round(value, 3) for side, value in cpu_ms.items()},
-            "cpu_ratio": round(cpu_ms["executor"] / cpu_ms["native"], 3)}
+    row = {"model": name, "exporter": "dynamo" if dynamo else "torchscript",
+           "input": list(x.shape[1:]),
+           "onnx_ops": sorted({n.op_type for n in proto.graph.node}), "gated_convs": counts.pop(),
+           **{f"{side}_ms": round(value, 3) for side, value in ms.items()},
+           "ratio": round(ms["executor"] / ms["native"], 3),
+           "ratio_vs_fused": round(ms["executor"] / ms["native_fused"], 3),
+           **{f"{side}_cpu_ms": round(value, 3) for side, value in cpu_ms.items()},
+           "cpu_ratio": round(cpu_ms["executor"] / cpu_ms["native"], 3)}
+    if "gated" in ms:
+        row["gated_ratio"] = round(ms["gated"] / ms["native"], 3)
+        row["gated_ratio_vs_fused"] = round(ms["gated"] / ms["native_fused"], 3)
+        row["gated_channels"] = int(sides["gated"][1][0].numel())
+    return row
+
+
+def cpu_name() -> str:
+    from onnxprune.runtime.bench import cpu_model
+
+    return cpu_model()
 
 
 def main(argv=None) -> int:
@@ -134,31 +171,46 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--models", nargs="*", default=list(refmodels.MODELS))
+    parser.add_argument("--suite", choices=("reference", "imagenet"), default="reference",
+                        help="reference: the 28x28 models of tools/refmodels.py; imagenet: "
+                             "ResNet-50 and MobileNetV2 at 3x224x224 (tools/resnet50.py)")
+    parser.add_argument("--models", nargs="*", help="names within the suite [all]")
+    parser.add_argument("--exporters", nargs="*", choices=("torchscript", "dynamo"),
+                        default=["torchscript", "dynamo"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_start = os.getloadavg()
     results = []
-    for name in args.models:
-        for dynamo in (False, True):
+    names = args.models or list(IMAGENET if args.suite == "imagenet" else refmodels.MODELS)
+    for name in names:
+        for dynamo in [e == "dynamo" for e in args.exporters]:
             row = bench(name, dynamo, args.batch, args.steps, args.warmup)
             results.append(row)
             print(f"{row['model']:12s} {row['exporter']:11s} native {row['native_ms']:8.2f} ms  "
                   f"fused {row['native_fused_ms']:8.2f} ms  executor {row['executor_ms']:8.2f} ms  "
                   f"ratio {row['ratio']:.3f}  vs fused {row['ratio_vs_fused']:.3f}  "
-                  f"cpu-time ratio {row['cpu_ratio']:.3f}", flush=True)
-    report = {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "device": "cpu",
+                  f"cpu-time ratio {row['cpu_ratio']:.3f}"
+                  + (f"  gated {row['gated_ms']:8.2f} ms ratio {row['gated_ratio']:.3f}"
+                     if "gated_ms" in row else ""), flush=True)
+    report = {"suite": args.suite, "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "device": "cpu",
               "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
               "torch": torch.__version__, "results": results,
               "max_ratio": max(r["ratio"] for r in results),
               "max_ratio_vs_fused": max(r["ratio_vs_fused"] for r in results),
               "max_cpu_ratio": max(r["cpu_ratio"] for r in results),
-              "load_average": os.getloadavg()}
+              "load_average_start": load_start, "load_average": os.getloadavg(),
+              "cpu": cpu_name()}
+    gated = [r["gated_ratio"] for r in results if "gated_ratio" in r]
+    if gated:
+        report["max_gated_ratio"] = max(gated)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, args.json)
     return 0
 
 

@@ -1,0 +1,75 @@
+"""tools/bench_scale.py: phase spans from progress lines, RSS polling of a child, the JSON merge,
+and the size of the VGG-style 320x320 classifier it builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import onnx
+import bench_scale  # tools/ is put on sys.path by conftest.py
+
+
+def test_progress_lines_parse_and_unmatched_lines_do_not():
+    line = bench_scale.LINE.match("gate training: 3/10 loss 2.456 task 0.000")
+    assert (line["label"], line["done"], line["total"]) == ("gate training", "3", "10")
+    line = bench_scale.LINE.match("recalibration: 1/54 /layer1/layer1.0/conv1/Conv")
+    assert (line["label"], line["total"]) == ("recalibration", "54")
+    assert bench_scale.LINE.match("onnxprune: warning: no --data given: running data-free") is None
+
+
+def test_phases_are_the_spans_between_transitions_and_repeats_add_up():
+    transitions = [(0.0, "startup"), (2.0, "gate training"), (5.0, "after gate training"),
+                   (6.0, "recalibration"), (9.5, "after recalibration")]
+    assert bench_scale.phases(transitions, 10.0) == {
+        "startup": 2.0, "gate training": 3.0, "after gate training": 1.0,
+        "recalibration": 3.5, "after recalibration": 0.5}
+    again = [(0.0, "startup"), (1.0, "a"), (2.0, "b"), (4.0, "a")]
+    assert bench_scale.phases(again, 5.0) == {"startup": 1.0, "a": 2.0, "b": 2.0}
+
+
+def test_watch_tags_lines_and_rss_with_the_phase_of_a_real_child(tmp_path):
+    script = (
+        "import sys, time\n"
+        "time.sleep(0.6)\n"
+        "print('gate training: 1/2 loss 1', file=sys.stderr, flush=True)\n"
+        "block = bytearray(64 * 2**20)\n"  # 64 MiB touched in the gate phase
+        "time.sleep(0.8)\n"
+        "print('gate training: 2/2 loss 0', file=sys.stderr, flush=True)\n"
+        "del block\n"
+        "time.sleep(0.6)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    watch = bench_scale.Watch(proc, time.monotonic(), tmp_path / "log.txt")
+    _, status, usage = os.wait4(proc.pid, 0)
+    watch.finished = True
+    watch.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [label for _, label in watch.transitions] == [
+        "startup", "gate training", "after gate training"]
+    assert [e[1:] for e in watch.events] == [("gate training", 1, 2), ("gate training", 2, 2)]
+    assert watch.rss["gate training"] > watch.rss["startup"] + 48 * 2**20
+    assert usage.ru_maxrss * 1024 >= 64 * 2**20
+    assert "gate training: 2/2" in (tmp_path / "log.txt").read_text()
+
+
+def test_merge_replaces_rows_of_the_same_model_and_case_only(tmp_path):
+    path = tmp_path / "scale.json"
+    row = {"model": "m", "case": "datafree", "wall_s": 1.0}
+    bench_scale.merge(path, [row, {"model": "m", "case": "folder", "wall_s": 2.0}], {"cpus": 2})
+    bench_scale.merge(path, [dict(row, wall_s=3.0)], {"cpus": 2})
+    bench_scale.merge(path, [dict(row, wall_s=9.0, smoke=True)], {"cpus": 2})
+    data = json.loads(path.read_text())
+    got = sorted((r["case"], r.get("smoke", False), r["wall_s"]) for r in data["runs"])
+    assert got == [("datafree", False, 3.0), ("datafree", True, 9.0), ("folder", False, 2.0)]
+    assert data["cpus"] == 2 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_vgg_style_classifier_is_about_1_3_gmacs_at_320(tmp_path):
+    from onnxprune.analysis.groups import analyze_channels
+
+    path = bench_scale.build_model("vgg320", tmp_path)
+    macs = analyze_channels(onnx.load(str(path))).macs()
+    assert 1.2e9 < macs < 1.4e9
