@@ -32,7 +32,7 @@ class MacExpr:
 
     node: str
     op: str
-    coeff: int
+    coeff: float  # an integer but for grouped convs (divided by the group count)
     reduce: Axis | None
     out: Axis | None
 
@@ -77,8 +77,11 @@ def _conv(node: onnx.NodeProto, shapes, x: str, w: str) -> MacExpr:
     group = int(attr(node, "group", 1))
     if group == 1:
         return MacExpr(node.name, node.op_type, spatial * kernel, (x, 1), (y, 1))
-    # grouped/depthwise: each output channel reads cin/group inputs
-    return MacExpr(node.name, node.op_type, spatial * kernel * (cin // group), None, (y, 1))
+    if cin // group == 1:  # depthwise (with a channel multiplier): one input per group
+        return MacExpr(node.name, node.op_type, spatial * kernel, None, (y, 1))
+    # grouped: each output channel reads cin/group inputs; pruning keeps the group count, so
+    # MACs = spatial * kernel * cin * cout / group with both channel counts pruned
+    return MacExpr(node.name, node.op_type, spatial * kernel / group, (x, 1), (y, 1))
 
 
 def _conv_transpose(node: onnx.NodeProto, shapes, x: str, w: str) -> MacExpr:

@@ -40,7 +40,7 @@ def count_macs(model: onnx.ModelProto, shapes=None, input_shapes=None) -> int:
     """Total MACs of the model at batch 1 (dynamic input dims sized by ``input_shapes``)."""
     shapes = shapes if shapes is not None else infer_shapes(model, input_shapes=input_shapes)
     size = shape_size(shapes)
-    return int(sum(e.evaluate(size) for e in model_mac_exprs(model, shapes)))
+    return int(round(sum(e.evaluate(size) for e in model_mac_exprs(model, shapes))))
 
 
 def _io(values, shapes) -> list[dict]:

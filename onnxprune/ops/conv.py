@@ -1,6 +1,9 @@
-"""Conv and ConvTranspose: sources of channels; depthwise convs couple input and output."""
+"""Conv and ConvTranspose: sources of channels; depthwise convs couple input and output; grouped
+convs prune the same channels in every group."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from onnxprune.ops import register
 
@@ -35,23 +38,45 @@ def conv(ctx, node):
             ctx.read(node, 0, tracked)
             ctx.slice_const(node, 1, 1, tracked.ids)
         ids = ctx.source(node, y, 1)
-    elif group == cin == cout:
+    elif cin == group:
         if tracked is None:
             return  # depthwise over fixed channels: nothing to prune
-        ids = tracked.ids
-        ctx.set(y, 1, ids)
-        ctx.fixup(node, _set_group)
+        ids = _depthwise(ctx, node, tracked, cout // group)
     else:
-        ctx.barrier(node, f"grouped conv (group={group}, {cin}->{cout} channels) is not pruned: "
-                          f"removing whole groups is not supported")
-        return
+        ids = _grouped(ctx, node, tracked, group, cin // group, cout // group)
     ctx.slice_const(node, 1, 0, ids)
     if _has_bias(node):
         ctx.slice_const(node, 2, 0, ids)
 
 
-def _set_group(node, kept):
-    node.attrs["group"] = int(node.inputs[1].shape[0])
+def _depthwise(ctx, node, tracked, multiplier: int):
+    """One input channel per group (``multiplier`` outputs each): pruning an input channel
+    drops its whole group; the group count follows."""
+    ids = np.repeat(tracked.ids, multiplier)
+    ctx.set(node.outputs[0], 1, ids)
+
+    def set_group(node, kept):
+        node.attrs["group"] = int(node.inputs[1].shape[0]) // multiplier
+
+    ctx.fixup(node, set_group)
+    return ids
+
+
+def _grouped(ctx, node, tracked, group: int, per_in: int, per_out: int):
+    """1 < cin/group: every group keeps the same channels, so the group count stays. Input
+    position ``i`` of every group is one channel (coupled across the groups), and so is output
+    position ``j``: ``per_out`` new channels, each in all ``group`` groups."""
+    if tracked is not None:
+        blocks = tracked.ids.reshape(group, per_in)
+        for other in blocks[1:]:
+            ctx.space.union(blocks[0], other)
+        ctx.read(node, 0, tracked)
+        ctx.slice_const(node, 1, 1, blocks[0])
+    y = node.outputs[0]
+    atoms = ctx.space.new(per_out, y.name)
+    ids = np.tile(atoms, group)
+    ctx.set(y, 1, ids)
+    return ids
 
 
 @register("ConvTranspose")

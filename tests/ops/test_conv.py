@@ -1,4 +1,4 @@
-"""Conv and ConvTranspose rules: sources, depthwise coupling, grouped conv barrier."""
+"""Conv and ConvTranspose rules: sources, depthwise coupling, grouped convs."""
 
 from __future__ import annotations
 
@@ -39,31 +39,48 @@ def test_depthwise_couples_input_and_output():
     assert all(a.channels(mem.ids).tolist() == list(range(6)) for mem in depthwise)
 
 
-def test_depthwise_with_multiplier_is_barrier():
+def test_depthwise_with_multiplier_drops_whole_groups():
     b = Builder(3)
     y = stem(b, 4)
-    y = b.conv(y, 4, 8, group=4)  # channel multiplier 2: not cin == cout
-    m = b.model([head(b, y, 8)])
-    a = analyze_channels(m)
-    assert not a.groups[0].prunable
-    assert "grouped conv" in a.groups[0].reason
-    check_random_plans(m, plans=2)
+    y = b.conv(y, 4, 8, group=4)  # channel multiplier 2: one input channel per group
+    m = b.model([head(b, b.op("Relu", [y]), 8)])
+    a = check_random_plans(m, plans=4)
+    # the grouped conv is no source: each stem channel carries its group's two outputs
+    assert [g.channels for g in a.groups] == [4, 3] and a.groups[0].prunable
+    read = next(r for r in a.reads if r.node == m.graph.node[-1].name)
+    assert a.channels(read.ids).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize("group", [2, 3])
-def test_grouped_conv_is_barrier_named(group):
+def test_grouped_conv_prunes_the_same_channels_in_every_group(group):
     b = Builder(4)
     y = stem(b, 6)
-    g = b.conv(y, 6, 6, group=group)
-    m = b.model([head(b, b.op("Relu", [g]), 6)])
-    a = analyze_channels(m)
-    stem_group = a.groups[0]
-    assert not stem_group.prunable
-    assert f"group={group}" in stem_group.reason and "grouped conv" in stem_group.reason
-    assert any(x["op"] == "Conv" and "grouped conv" in x["reason"] for x in a.barriers)
-    # its output channels are not a source either: no group for them
-    assert [g.channels for g in a.groups] == [6, 3]
-    check_random_plans(m, plans=3)
+    g = b.conv(y, 6, 12, group=group)
+    m = b.model([head(b, b.op("Relu", [g]), 12)])
+    a = check_random_plans(m, plans=4, seed=group)
+    # input position i of every group is one channel, and so is output position j
+    assert [g.channels for g in a.groups] == [6 // group, 12 // group, 3]
+    assert all(g.prunable for g in a.groups[:2])
+    read = next(r for r in a.reads if r.node == m.graph.node[-1].name)
+    assert a.channels(read.ids).tolist() == list(range(6 // group, 6 // group + 12 // group)) \
+        * group
+
+
+def test_channel_shuffle_between_grouped_convs():
+    """ShuffleNet: grouped 1x1 conv -> Reshape (N, g, c/g, H, W) -> Transpose -> Reshape ->
+    depthwise -> grouped 1x1 conv, with a residual Add; equal to its masked reference."""
+    b = Builder(6)
+    groups, c = 2, 8
+    x = stem(b, c)
+    y = b.op("Relu", [b.conv(x, c, c, k=1, group=groups)])
+    y = b.op("Reshape", [y, b.const_i64([1, groups, c // groups, 4, 4])])
+    y = b.op("Transpose", [y], perm=[0, 2, 1, 3, 4])
+    y = b.op("Reshape", [y, b.const_i64([1, c, 4, 4])])
+    y = b.conv(y, c, c, group=c)
+    y = b.conv(y, c, c, k=1, group=groups)
+    m = b.model([head(b, b.op("Relu", [b.op("Add", [x, y])]), c)])
+    a = check_random_plans(m, plans=5)
+    assert a.prunable_macs() > 0.5 * a.macs()
 
 
 def test_conv_transpose():
