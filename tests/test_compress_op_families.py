@@ -48,7 +48,8 @@ def conv(b: Builder) -> str:
     y = b.op("Relu", [b.conv(_start(b), 8, 8, group=8)])  # depthwise
     w, bias = b.weight(8, 6, 3, 3), b.init(np.zeros(6, np.float32))
     y = b.op("ConvTranspose", [y, w, bias], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    return _finish(b, b.conv(b.op("Relu", [y]), 6, 12, k=1), 12)
+    y = b.op("Relu", [b.conv(b.op("Relu", [y]), 6, 12, k=1, group=2)])  # grouped
+    return _finish(b, b.conv(y, 12, 24, group=12), 24)  # depthwise with a multiplier
 
 
 def elementwise(b: Builder) -> str:

@@ -60,7 +60,7 @@ class ChannelAnalysis:
     barriers: list[dict]
     mac_terms: list[MacTerm]
     tracked: dict  # tensor name -> Tracked (axis, atom ids)
-    source_atoms: dict[str, np.ndarray]  # source tensor name -> its atoms, in channel order
+    source_atoms: dict[str, np.ndarray]  # source tensor name -> the atom at each channel
     narrow_slots: dict = field(default_factory=dict)  # (node, input) -> fp16 weight behind Cast
     folded: tuple[str, ...] = ()  # tensors computed by constant subgraphs, now initializers
     notes: list[str] = field(default_factory=list)  # e.g. stale declared shapes that were dropped
@@ -172,9 +172,11 @@ def analyze_channels(model: onnx.ModelProto, shapes: Mapping | None = None,
     for atom, name in enumerate(ctx.space.source_of):
         if name:
             source_atoms.setdefault(name, []).append(atom)
+    # per position of the source's channel axis (a grouped conv's atoms repeat per group)
+    positions = {k: ctx.tracked[k].ids if k in ctx.tracked else np.array(v, dtype=np.int64)
+                 for k, v in source_atoms.items()}
     return ChannelAnalysis(graph, shapes, groups, channel_of_atom, ctx.members, ctx.reads,
-                           ctx.fixups, ctx.barriers, terms, ctx.tracked,
-                           {k: np.array(v, dtype=np.int64) for k, v in source_atoms.items()},
+                           ctx.fixups, ctx.barriers, terms, ctx.tracked, positions,
                            folded.narrow_slots, folded.tensors,
                            declared_shape_notes(model, shapes))
 
