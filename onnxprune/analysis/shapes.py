@@ -159,19 +159,24 @@ _FOLD_LIMIT = 64  # elements: shape arithmetic is small; real data is never fold
 def fold_shape_values(model: onnx.ModelProto, shapes: dict[str, Shape]) -> dict[str, np.ndarray]:
     """Values of small integer tensors computed from static shapes and constants (batch fixed).
 
-    Returns only tensors computed by nodes (not initializers or Constant nodes).
+    Shape arithmetic goes through the one evaluator the torch executor uses too
+    (``analysis.shapefold``); other integer ops on known values (Add, Div, Where, ...) through
+    onnx's reference evaluator. Returns only tensors computed by nodes (not initializers or
+    Constant nodes).
     """
     from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
+
+    from onnxprune.graph import opset_version
 
     known = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
              if int(np.prod(t.dims)) <= _FOLD_LIMIT and t.data_type == onnx.TensorProto.INT64}
+    opset = opset_version(model)
     folded: dict[str, np.ndarray] = {}
     for node in model.graph.node:
         if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx") or not node.output:
             continue
         try:
-            value = _fold_node(node, known, shapes, ReferenceEvaluator)
+            value = _fold_node(node, known, shapes, opset)
         except Exception:  # anything the evaluator cannot do simply stays unknown
             value = None
         if value is None or value.size > _FOLD_LIMIT or value.dtype.kind not in "iu":
@@ -182,20 +187,37 @@ def fold_shape_values(model: onnx.ModelProto, shapes: dict[str, Shape]) -> dict[
     return folded
 
 
-def _fold_node(node, known, shapes, evaluator):
+def _fold_node(node, known, shapes, opset: int):
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxprune.analysis.shapefold import (SYMBOLIC, FoldSpec, array_of_sym, sym_of_array,
+                                              symbolic_value)
+
     if node.op_type == "Constant":
         tensor = next((a.t for a in node.attribute if a.name == "value"), None)
         return None if tensor is None else onnx.numpy_helper.to_array(tensor)
-    if node.op_type == "Shape":
-        shape = shapes.get(node.input[0])
-        if shape is None:
-            return None
-        attrs = {a.name: a.i for a in node.attribute}
-        return np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], np.int64)
+    if node.op_type in SYMBOLIC:
+        consts = {i: known[n] for i, n in enumerate(node.input) if n in known}
+        spec = FoldSpec(node, opset, consts)
+        value = symbolic_value(node.op_type, spec, [sym_of_array(known.get(n))
+                                                    for n in node.input], shapes)
+        if value is not None:
+            array = array_of_sym(value)
+            if array is not None:
+                return array.astype(_folded_dtype(node, spec, known))
     inputs = [n for n in node.input if n]
     if not inputs or not all(n in known for n in inputs):
         return None
-    return np.asarray(evaluator(node).run(None, {n: known[n] for n in inputs})[0])
+    return np.asarray(ReferenceEvaluator(node).run(None, {n: known[n] for n in inputs})[0])
+
+
+def _folded_dtype(node, spec, known):
+    if node.op_type == "Shape":
+        return np.int64
+    if node.op_type == "Cast":
+        return np.int32 if spec.attr("to") == onnx.TensorProto.INT32 else np.int64
+    first = known.get(node.input[0]) if node.input else None
+    return first.dtype if first is not None else np.int64
 
 
 def _inject(model: onnx.ModelProto, folded: dict[str, np.ndarray]) -> None:

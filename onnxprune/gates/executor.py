@@ -2,8 +2,8 @@
 
 Construction compiles the nodes once: attributes are read into closures (the op table in
 ``torch_ops``), nodes whose inputs are all constants are folded, and shape arithmetic
-(Shape→Gather→Unsqueeze→Concat→Reshape) is evaluated symbolically so that only the dynamic
-batch stays a runtime value. ``forward`` then walks a flat list of (callable, input slots,
+(Shape→Gather→Unsqueeze→Concat→Reshape) is evaluated symbolically by the analysis' one shape
+folder (``analysis.shapefold``) so that only the dynamic batch stays a runtime value. ``forward`` then walks a flat list of (callable, input slots,
 output slots, slots to free) steps. Read hooks are extra steps in front of the node they feed.
 """
 
@@ -17,14 +17,14 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from onnxprune.analysis.shapefold import (SMALL, SYMBOLIC, Dim, SymVal, reshape_target,
+                                          symbolic_value)
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.torch_ops import OPS, NodeSpec
 from onnxprune.graph import ensure_node_names, opset_version
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
 HookKey = tuple[str, int]
-Dim = int | str | None  # a known size, a symbol (e.g. the batch) or unknown
-SymVal = tuple[tuple[Dim, ...], bool]  # (entries, is a scalar) of a small integer tensor
 BATCH = "__batch__"
 
 
@@ -128,9 +128,9 @@ class TorchGraph(nn.Module):
         rewrite = _REWRITES.get(node.op_type)
         if rewrite is not None:
             rewrite(spec, sym, self._dims, consts)
-        symbolic = _SYMBOLIC.get(node.op_type)
-        if symbolic is not None:
-            value = symbolic(spec, [_sym_of(n, consts, sym) for n in inputs], self._dims)
+        if node.op_type in SYMBOLIC:
+            value = symbolic_value(node.op_type, spec, [_sym_of(n, consts, sym) for n in inputs],
+                                   self._dims)
             if value is not None and all(isinstance(e, int) for e in value[0]):
                 consts[node.output[0]] = _sym_tensor(value, spec, consts)
                 return
@@ -322,7 +322,7 @@ def _sym_of(name: str, consts, sym) -> SymVal | None:
     if name in sym:
         return sym[name]
     tensor = consts.get(name)
-    if tensor is None or tensor.dim() > 1 or tensor.numel() > 64:
+    if tensor is None or tensor.dim() > 1 or tensor.numel() > SMALL:
         return None
     if tensor.dtype not in (torch.int64, torch.int32):
         return None
@@ -339,101 +339,14 @@ def _sym_tensor(value: SymVal, spec: NodeSpec, consts) -> torch.Tensor:
     return tensor if dtype is None else tensor.to(dtype)
 
 
-def _axes(spec: NodeSpec) -> list | None:
-    axes = spec.values("axes", 1)
-    return None if axes is not None and not isinstance(axes, list) else axes
-
-
-def _sym_shape(spec, ins, dims) -> SymVal | None:
-    shape = dims.get(spec.inputs[0])
-    if shape is None:
-        return None
-    return tuple(shape[spec.attr("start", 0): spec.attr("end", None)]), False
-
-
-def _sym_gather(spec, ins, dims) -> SymVal | None:
-    data, index = ins[0], spec.const(1)
-    if data is None or data[1] or index is None or spec.attr("axis", 0) != 0:
-        return None
-    entries = data[0]
-    if not all(-len(entries) <= int(i) < len(entries) for i in index.reshape(-1)):
-        return None
-    picked = tuple(entries[int(i)] for i in index.reshape(-1))
-    return picked, index.ndim == 0
-
-
-def _sym_unsqueeze(spec, ins, dims) -> SymVal | None:
-    data = ins[0]
-    if data is None or not data[1] or _axes(spec) not in ([0], [-1]):
-        return None
-    return data[0], False
-
-
-def _sym_squeeze(spec, ins, dims) -> SymVal | None:
-    data = ins[0]
-    if data is None or data[1] or len(data[0]) != 1 or _axes(spec) not in (None, [0], [-1]):
-        return None
-    return data[0], True
-
-
-def _sym_concat(spec, ins, dims) -> SymVal | None:
-    present = [v for i, v in enumerate(ins) if spec.has(i)]
-    if any(v is None or v[1] for v in present):
-        return None
-    return tuple(e for v in present for e in v[0]), False
-
-
-def _sym_slice(spec, ins, dims) -> SymVal | None:
-    data = ins[0]
-    if data is None or data[1] or spec.opset < 10:
-        return None
-    params = [spec.const(i) if spec.has(i) else None for i in (1, 2, 3, 4)]
-    if params[0] is None or params[1] is None or any(
-        p is None for i, p in zip((3, 4), params[2:]) if spec.has(i)
-    ):
-        return None
-    if params[2] is not None and [int(a) for a in params[2].reshape(-1)] not in ([0], [-1]):
-        return None
-    step = int(params[3].reshape(-1)[0]) if params[3] is not None else 1
-    start, end = int(params[0].reshape(-1)[0]), int(params[1].reshape(-1)[0])
-    return data[0][slice(start, end, step)], False
-
-
-def _sym_same(spec, ins, dims) -> SymVal | None:
-    return ins[0]
-
-
-def _sym_cast(spec, ins, dims) -> SymVal | None:
-    integer = spec.attr("to") in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
-    return ins[0] if integer else None
-
-
-_SYMBOLIC = {
-    "Shape": _sym_shape, "Gather": _sym_gather, "Unsqueeze": _sym_unsqueeze,
-    "Squeeze": _sym_squeeze, "Concat": _sym_concat, "Slice": _sym_slice,
-    "Identity": _sym_same, "Cast": _sym_cast,
-}
-
-
 def _rewrite_reshape(spec: NodeSpec, sym, dims, consts) -> None:
-    """A target with symbolic entries becomes constant: a symbol equal to the input's dim at the
-    same axis is 0 (copy), one remaining unknown entry is -1."""
+    """A target with symbolic entries becomes constant (``analysis.shapefold.reshape_target``)."""
     value = sym.get(spec.inputs[1]) if len(spec.inputs) > 1 and 1 not in spec.consts else None
-    if value is None or value[1] or spec.attr("allowzero", 0):
+    if value is None or spec.attr("allowzero", 0):
         return
-    data_dims = dims.get(spec.inputs[0]) or []
-    target, unknown = [], 0
-    for axis, entry in enumerate(value[0]):
-        if isinstance(entry, int):
-            target.append(entry)
-        elif entry is not None and axis < len(data_dims) and data_dims[axis] == entry:
-            target.append(0)
-        else:
-            target.append(-1)
-            unknown += 1
-    if unknown > 1 or (unknown == 1 and value[0].count(-1)):
-        return
-    spec.consts[1] = torch.tensor(target, dtype=torch.int64)
+    target = reshape_target(value, dims.get(spec.inputs[0]) or [])
+    if target is not None:
+        spec.consts[1] = torch.tensor(target, dtype=torch.int64)
 
 
 _REWRITES = {"Reshape": _rewrite_reshape}
