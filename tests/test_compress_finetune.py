@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxprune.pipeline import CompressConfig, compress
+from onnxprune.pipeline import CompressConfig, compress, format_compress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +26,9 @@ def test_compress_then_finetune_reports_each_stage(tmp_path):
     assert ft["accuracy_after_finetuning"] == report["accuracy_after"]
     assert ft["accuracy_after_finetuning"] > ft["accuracy_after_pruning"] + 5.0
     assert report["macs_ratio"] <= 0.25
+    assert report["accuracy_before"] > ft["accuracy_after_pruning"]  # before pruning, in the JSON
+    assert all("accuracy" in epoch and "loss" in epoch for epoch in ft["epochs"])  # per epoch
+    table = format_compress(report)
+    assert f"{report['accuracy_before']:.2f}%" in table
+    assert f"{ft['accuracy_after_pruning']:.2f}% after pruning" in table
+    assert f"{ft['accuracy_after_finetuning']:.2f}%" in table
