@@ -1,0 +1,335 @@
+"""Fine-tuning benchmark (issue 15): accuracy after a short fine-tune vs unpruned and vs scratch.
+
+For each Fashion-MNIST reference model ``models/fashion_<name>.onnx``, MAC target and seed:
+
+* **unpruned**: the reference model;
+* **compress**: ``compress`` with its default settings (public API, ``CompressConfig``), gates and
+  recalibration on the 55,000-image training split;
+* **fine-tuned**: that pruned model, every weight trained for ``--epochs`` on the training split
+  (``onnxprune.gates.finetune.finetune``: distillation from the unpruned model + CE, SGD with
+  momentum, warm-up + cosine, the ``FinetuneConfig`` defaults except ``--lr``);
+* **scratch**: the same pruned architecture with its weights re-initialised (He-normal convs, the
+  PyTorch ``Linear`` default for Gemm/MatMul, zero biases; BN is folded, so the convs are plain
+  convs; the last conv of every residual branch starts at zero, as zero-init of the last BN scale
+  does) and trained with the same optimizer, schedule, lr and number of steps, cross-entropy only.
+
+Figures are top-1 % in ONNX Runtime on ``--split`` (``val``: the 5,000 validation images, the only
+split used to choose ``--lr``/``--epochs``; ``test``: the 10,000 test images, the table). Rows are
+written after each cell (``--json``, merged with the rows already there: a cell is replaced when
+rerun), so a run can be widened step by step. ``--table-out`` writes the README table.
+
+    python tools/bench_finetune.py --split val --models vgg --targets 0.25 --lrs 0.003,0.01,0.03 \\
+        --no-scratch --json benchmarks/finetune_search.json
+    python tools/bench_finetune.py --split test --models vgg --lrs 0.01 --epochs 1 \\
+        --json benchmarks/finetune.json --table-out /tmp/notes/finetune_readme.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))
+
+GOALS = {0.5: 0.5, 0.25: 1.5}  # target -> allowed drop (points) of the fine-tuned model
+KEY = ("split", "model", "target", "seed", "epochs", "lr")
+
+
+# ------------------------------------------------------------------------------ re-initialisation
+def _consumers(model: onnx.ModelProto) -> dict[str, list]:
+    uses: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses.setdefault(name, []).append(node)
+    return uses
+
+
+def residual_branch_convs(model: onnx.ModelProto) -> set[str]:
+    """Weight names of the last conv of each residual branch: of the Conv-produced inputs of an
+    Add, those read by the Add alone; of these the largest kernel (then the latest node)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    uses, order = _consumers(model), {n.name: i for i, n in enumerate(model.graph.node)}
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    branch = set()
+    for node in model.graph.node:
+        if node.op_type != "Add":
+            continue
+        convs = [producer[i] for i in node.input
+                 if i in producer and producer[i].op_type == "Conv" and len(uses[i]) == 1]
+        if convs:
+            last = max(convs, key=lambda c: (math.prod(dims.get(c.input[1], (1,))[2:]),
+                                             order[c.name]))
+            branch.add(last.input[1])
+    return branch
+
+
+def reinitialised(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """A copy of ``model`` with fresh weights (see the module docstring); same names and dtypes."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name: t for t in model.graph.initializer}
+    zero_branch, fresh = residual_branch_convs(model), {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        w = node.input[1]
+        if w not in inits:
+            continue
+        shape = tuple(inits[w].dims)
+        if node.op_type == "Conv":
+            fan_in = math.prod(shape[1:])
+            value = (np.zeros(shape) if w in zero_branch
+                     else rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape))
+        else:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            fan_in = shape[1] if (node.op_type == "Gemm" and trans_b) else shape[0]
+            bound = 1.0 / math.sqrt(fan_in)
+            value = rng.uniform(-bound, bound, size=shape)
+        fresh[w] = value
+        if len(node.input) > 2 and node.input[2] in inits:
+            fresh[node.input[2]] = np.zeros(tuple(inits[node.input[2]].dims))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        if init.name in fresh:
+            dtype = numpy_helper.to_array(init).dtype
+            init.CopyFrom(numpy_helper.from_array(fresh[init.name].astype(dtype), init.name))
+    return out
+
+
+# ------------------------------------------------------------------------------ one cell
+def accuracy_ort(model, x: np.ndarray, y: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    source = model if isinstance(model, str) else model.SerializeToString()
+    sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    pred = np.concatenate([sess.run(None, {name: x[i:i + 1000]})[0].argmax(1)
+                           for i in range(0, len(x), 1000)])
+    return float((pred == y).mean() * 100)
+
+
+def compressed(name: str, target: float, seed: int, files: dict, cache: Path) -> tuple:
+    """(pruned model path, compress report): ``compress`` with default settings, cached."""
+    from onnxprune.pipeline import CompressConfig, compress
+
+    out = cache / f"{name}_{target}_{seed}.onnx"
+    meta = out.with_suffix(".json")
+    if out.exists() and meta.exists():
+        return out, {**json.loads(meta.read_text()), "cached": True}
+    config = CompressConfig(model=str(ROOT / "models" / f"fashion_{name}.onnx"), output=str(out),
+                            target=target, data=files["train"], eval_data=files["val"],
+                            seed=seed, quiet=True, force=True)
+    started = time.monotonic()
+    report = compress(config)
+    about = {"macs_ratio": report["macs_after"] / report["macs_before"],
+             "params_after": report["params_after"], "params_before": report["params_before"],
+             "seconds": round(time.monotonic() - started, 1)}
+    meta.write_text(json.dumps(about))
+    return out, {**about, "cached": False}
+
+
+def train(pruned, teacher, data, lr: float, epochs: int, seed: int):
+    from onnxprune.gates.config import FinetuneConfig
+    from onnxprune.gates.finetune import finetune
+
+    config = FinetuneConfig(epochs=epochs, lr=lr, seed=seed)
+    started = time.monotonic()
+    result = finetune(pruned, teacher, *data["train"], config, eval_set=data["val"])
+    return result, round(time.monotonic() - started, 1), config
+
+
+def run_cell(name, target, seed, lr, args, data, files, cache) -> dict:
+    teacher_path = ROOT / "models" / f"fashion_{name}.onnx"
+    teacher = onnx.load(str(teacher_path))
+    x, y = data[args.split]
+    path, about = compressed(name, target, seed, files, cache)
+    pruned = onnx.load(str(path))
+    row = {"split": args.split, "model": name, "target": target, "seed": seed,
+           "epochs": args.epochs, "lr": lr, "train_images": len(data["train"][1]), "macs_ratio": round(about["macs_ratio"], 4),
+           "compress_seconds": about["seconds"], "compress_cached": about["cached"],
+           "accuracy_unpruned": accuracy_ort(str(teacher_path), x, y),
+           "accuracy_compress": accuracy_ort(str(path), x, y)}
+    if "finetune" in args.parts:
+        result, seconds, config = train(pruned, teacher, data, lr, args.epochs, seed)
+        row.update(steps=result.steps, finetune_seconds=seconds,
+                   accuracy_finetuned=accuracy_ort(result.model, x, y),
+                   finetune_history=result.history, settings=vars(config))
+    if "scratch" in args.parts:
+        fresh = reinitialised(pruned, seed)
+        scratch, seconds, config = train(fresh, None, data, lr, args.epochs, seed)
+        row.update(steps=scratch.steps, scratch_seconds=seconds,
+                   accuracy_scratch=accuracy_ort(scratch.model, x, y),
+                   scratch_history=scratch.history, settings=vars(config))
+    return row
+
+
+# ------------------------------------------------------------------------------ table
+def _fmt(value, spec=".2f", none="—") -> str:
+    return none if value is None else format(value, spec)
+
+
+def table(rows: list[dict], split: str = "test") -> str:
+    """Markdown: one line per (model, target, epochs, lr) of ``split``, means over the seeds."""
+    rows = [r for r in rows if r["split"] == split]
+    lines = ["| model | MACs | seeds | epochs (steps) | lr | unpruned | compress | fine-tuned | "
+             "from scratch | fine-tuned − unpruned | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    cells = sorted({(r["model"], r["target"], r["epochs"], r["lr"]) for r in rows},
+                   key=lambda c: (c[0], -c[1], c[2], c[3]))
+    for cell in cells:
+        group = [r for r in rows if (r["model"], r["target"], r["epochs"], r["lr"]) == cell]
+
+        def mean(key):
+            values = [r[key] for r in group if key in r]
+            return sum(values) / len(values) if values else None
+
+        finetuned, allowed = mean("accuracy_finetuned"), GOALS.get(cell[1])
+        gap = None if finetuned is None else finetuned - mean("accuracy_unpruned")
+        goal = "" if allowed is None or gap is None else (
+            f"≥ −{allowed}: " + ("met" if gap >= -allowed else "not met"))
+        lines.append(
+            f"| {cell[0]} | {100 * mean('macs_ratio'):.1f}% | "
+            f"{','.join(str(r['seed']) for r in group)} | {cell[2]} ({group[0].get('steps')}) | "
+            f"{cell[3]:g} | {mean('accuracy_unpruned'):.2f} | {mean('accuracy_compress'):.2f} | "
+            f"{_fmt(finetuned)} | {_fmt(mean('accuracy_scratch'))} | {_fmt(gap, '+.2f')} | "
+            f"{goal} |")
+    return "\n".join(lines) + "\n"
+
+
+def merge_rows(*groups: list[dict]) -> list[dict]:
+    """Rows of the same cell (``KEY``) combined, later fields over earlier ones (one run may
+    have trained the fine-tune, another the scratch baseline of a cell)."""
+    merged: dict[tuple, dict] = {}
+    for rows in groups:
+        for row in rows:
+            key = tuple(row[k] for k in KEY)
+            merged[key] = {**merged.get(key, {}), **row}
+    return list(merged.values())
+
+
+def merge(path: Path | None, new: list[dict]) -> list[dict]:
+    old = json.loads(path.read_text())["rows"] if path and path.exists() else []
+    return merge_rows(old, new)
+
+
+def merge_files(paths: list[Path], out: Path | None) -> list[dict]:
+    """``--merge``: the rows (combined per cell) and runs of several JSON files into ``out``."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    rows = merge_rows(*(d["rows"] for d in docs))
+    if out:
+        write_json(out, {"merged_from": [str(p) for p in paths],
+                         "runs": [r for d in docs for r in d.get("runs", [])], "rows": rows})
+    return rows
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def machine(threads: int) -> dict:
+    import torch
+
+    from onnxprune.runtime.bench import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": threads, "load_average_at_start": list(os.getloadavg())}
+
+
+def load_data(cache: Path) -> tuple[dict, dict]:
+    import fashion_mnist
+
+    splits = fashion_mnist.load_splits()
+    files = {}
+    for kind in ("train", "val"):
+        files[kind] = str(cache / f"fashion_{kind}_full.npz")
+        if not Path(files[kind]).exists():
+            np.savez(files[kind], x=splits[kind][0], y=splits[kind][1])
+    return splits, files
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vgg")
+    parser.add_argument("--targets", default="0.5,0.25")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--lrs", default="0.01", help="fine-tuning (and scratch) learning rates")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--parts", default="finetune,scratch",
+                        help="what to train per cell: finetune, scratch or both")
+    parser.add_argument("--no-scratch", action="store_true", help="= --parts finetune")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="only combine these JSON files (into --json) and print the table")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-limit", type=int, help="smoke test: the first N training images")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/onnxprune_bench_finetune"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--table-out", type=Path)
+    args = parser.parse_args(argv)
+    args.parts = ("finetune",) if args.no_scratch else tuple(args.parts.split(","))
+    if args.merge:
+        text = table(merge_files(args.merge, args.json), args.split)
+        print(text)
+        if args.table_out:
+            args.table_out.write_text(text)
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    data, files = load_data(args.cache)
+    if args.train_limit:
+        data["train"] = tuple(a[:args.train_limit] for a in data["train"])
+    about = {"machine": machine(args.threads), "command": "python " + " ".join(
+        ["tools/bench_finetune.py", *(sys.argv[1:] if argv is None else argv)]),
+             "data": "Fashion-MNIST, tools/fashion_mnist.py: 55k train / 5k val / 10k test",
+             "goals": {str(k): v for k, v in GOALS.items()}}
+    started, new = time.monotonic(), []
+    for name in args.models.split(","):
+        for target in map(float, args.targets.split(",")):
+            for seed in map(int, args.seeds.split(",")):
+                for lr in map(float, args.lrs.split(",")):
+                    new.append(run_cell(name, target, seed, lr, args, data, files, args.cache))
+                    r = new[-1]
+                    print(f"{name} {target} seed {seed} lr {lr}: unpruned "
+                          f"{r['accuracy_unpruned']:.2f} compress {r['accuracy_compress']:.2f} "
+                          f"fine-tuned {r.get('accuracy_finetuned', float('nan')):.2f} scratch "
+                          f"{r.get('accuracy_scratch', float('nan')):.2f} "
+                          f"({r.get('finetune_seconds', 0):.0f}+{r.get('scratch_seconds', 0):.0f} s)",
+                          file=sys.stderr, flush=True)
+                    if args.json:
+                        runs = (json.loads(args.json.read_text()).get("runs", [])
+                                if args.json.exists() else [])
+                        runs = [x for x in runs if x.get("started") != about.get("started")]
+                        about["started"] = about.get("started") or time.strftime(
+                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                        run = {**about, "seconds": round(time.monotonic() - started, 1)}
+                        write_json(args.json, {"runs": [*runs, run],
+                                               "rows": merge(args.json, new)})
+    rows = merge(args.json, new) if args.json else new
+    text = table(rows, args.split)
+    print(text)
+    if args.table_out:
+        args.table_out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
