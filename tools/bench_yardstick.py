@@ -256,9 +256,10 @@ def one_steps(model: str, target: float, method: str, recalibration: str, seed: 
     from onnxprune.analysis.summary import count_macs
 
     evaluation = np.load(data["eval"])
-    return _result(selection.macs_before, count_macs(pruned), target, seconds,
-                   accuracy_ort(model, evaluation["x"], evaluation["y"]),
-                   accuracy_ort(str(path), evaluation["x"], evaluation["y"]))
+    return {**_result(selection.macs_before, count_macs(pruned), target, seconds,
+                      accuracy_ort(model, evaluation["x"], evaluation["y"]),
+                      accuracy_ort(str(path), evaluation["x"], evaluation["y"])),
+            "via": "steps"}
 
 
 def run_model(name: str, args, data: dict, tmp: str) -> list[dict]:
@@ -496,13 +497,26 @@ def readme_text(result: dict) -> str:
             + (f"{len(s['runs'])} runs of the script (each measured ours and the peer on its "
                f"models and seeds; some ran concurrently), {result['total_seconds']:.0f} s of "
                f"wall time summed" if s.get("runs") else f"{result['total_seconds']:.0f} s")
-            + f". Command{'s' if s.get('runs') else ''}: `{s['command']}`.\n\n"
+            + f". Command{'s' if s.get('runs') else ''}: `{s['command']}`."
+            + _steps_note(result["rows"]) + "\n\n"
             + summary_table(result["rows"], s["n_eval"],
                             tuple(s.get("default", "/".join(DEFAULT)).split("/"))) + "\n\n"
             + f"Acceptance ({verdict['default']} as the default): "
             + ("PASS" if verdict["ok"] else f"FAIL ({len(failed)} of {len(verdict['checks'])} "
                                              "checks)")
             + (f"; drop at 0.25: {drops}" if drops else "") + ".\n")
+
+
+def _steps_note(rows: list[dict]) -> str:
+    from onnxprune.gates.config import METHODS as WIRED
+
+    steps = sorted({r["method"] for r in rows if r.get("side") == "ours" and (
+        r.get("via") == "steps" or r["method"] not in WIRED)})
+    if not steps:
+        return ""
+    return (f" Rows of {', '.join(steps)}: not wired into `compress` yet when measured, so "
+            "`one_steps` ran compress's steps one by one (the same analysis, selection, surgery "
+            "and recalibration calls, the same seeded calibration pick).")
 
 
 def rewrite_readme(path: Path, text: str) -> bool:
