@@ -35,3 +35,14 @@ def resolve_device(name: str | None) -> str:
         raise OnnxPruneError(f"--device {text}: there is no such CUDA device "
                              f"(torch sees {count})")
     return text
+
+
+def device_budget(memory_budget: int | str | None, device: str) -> int:
+    """The bytes ``--memory-budget`` gives the torch steps on ``device``: as given, else the
+    default of ``gates/memory.py`` on the CPU and a quarter of the GPU's memory on CUDA (the
+    cached activations live on the device; RSS is the host's)."""
+    from onnxprune.gates.memory import resolve_budget
+
+    if memory_budget is None and device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory // 4)
+    return resolve_budget(memory_budget)

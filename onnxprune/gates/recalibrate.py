@@ -10,8 +10,8 @@ are compiled once and run step by step, each step over every calibration batch (
 When the pruned graph's sweep reaches a layer, the layer is fitted on the inputs the corrected
 layers upstream produced, its new weights go into its step, and its corrected output is fed
 forward: about one forward pass of each graph plus the solves. Only tensors still to be read
-stay cached, on the device up to ``memory_budget`` bytes, spilled to a temporary folder past
-it. A residual Add's other input is taken with the weights of that moment (later layers not
+stay cached, on the device within ``memory_budget`` (``gates/memory.py``), spilled to a
+temporary folder past it; a fit builds its im2col rows in chunks of samples within the budget. A residual Add's other input is taken with the weights of that moment (later layers not
 yet fitted), so the result equals the earlier per-layer implementation's (which reran the
 whole pruned graph for every layer; ``tests/gates/recalibrate_reference.py``).
 
@@ -50,9 +50,10 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 from onnxprune.gates.config import RECALIBRATION_MODES
-from onnxprune.gates.device import resolve_device
+from onnxprune.gates.device import device_budget, resolve_device
 from onnxprune.gates.executor import TorchGraph
-from onnxprune.gates.sweep import DEFAULT_MEMORY_BUDGET, Cache, Sweep
+from onnxprune.gates.memory import RECALIBRATION_CACHE
+from onnxprune.gates.sweep import Cache, Inputs, Sweep
 from onnxprune.gates.torch_ops import OPS, NodeSpec
 from onnxprune.graph import opset_version
 
@@ -210,30 +211,61 @@ def _input_changed(node, sweep: Sweep, reference: Sweep) -> bool:
     return False
 
 
+def _sample_bytes(node, x: torch.Tensor, y: torch.Tensor, w0_shape) -> int:
+    """float64 bytes of one calibration sample's columns, padded input and targets in a fit."""
+    positions = int(np.prod(y.shape[2:])) if y.ndim > 2 else 1
+    fan = int(np.prod(w0_shape[1:])) * (int(_attrs(node).get("group", 1))
+                                        if node.op_type == "Conv" else 1)
+    padded = 2 * int(np.prod(x.shape[1:])) if node.op_type == "Conv" else 0
+    return 8 * (positions * (2 * fan + 2 * int(y.shape[1])) + padded)
+
+
 def _fit_rows(node, sweep: Sweep, reference: Sweep, out_index: np.ndarray, w0_shape,
-              group: int, residual: tuple[str, str] | None) -> tuple[_Normal, _Normal]:
-    """Normal equations over the calibration batches, in two folds (alternate batches)."""
+              group: int, residual: tuple[str, str] | None,
+              work: int | None = None) -> tuple[_Normal, _Normal]:
+    """Normal equations over the calibration batches, in two folds (alternate batches).
+
+    Of each batch, at most ``_MAX_ROWS`` random rows enter (the same rows as the per-layer
+    reference drew); the columns and targets are built for chunks of samples whose float64
+    working arrays fit in ``work`` bytes (at least one sample), so a fit's memory does not grow
+    with the batch or the image size.
+    """
     folds = (_Normal(), _Normal())
     generator = torch.Generator().manual_seed(0)
     index = torch.as_tensor(out_index, device=sweep.device)
     for b in range(sweep.batches):
-        cols = _columns(node, sweep.value(node.input[0], b), w0_shape)
+        x = sweep.value(node.input[0], b)
         if residual:  # the other Add input with the weights of now (later layers unfitted)
             y = reference.value(residual[0], b)[:, index] - sweep.peek(residual[1], b)
         else:
             y = reference.value(node.output[0], b)[:, index]
-        target = _targets(node, y, group)
-        if cols.shape[1] > _MAX_ROWS:  # a random subset of the positions suffices
-            rows = torch.randperm(cols.shape[1], generator=generator)[:_MAX_ROWS]
-            rows = rows.to(cols.device)
-            cols, target = cols[:, rows], target[:, rows]
-        ones = torch.ones(*cols.shape[:2], 1, dtype=cols.dtype, device=cols.device)
-        folds[b % 2].add(torch.cat([cols, ones], 2), target)
+        positions = int(np.prod(y.shape[2:])) if y.ndim > 2 else 1
+        total = x.shape[0] * positions
+        rows = (torch.randperm(total, generator=generator)[:_MAX_ROWS].to(x.device)
+                if total > _MAX_ROWS else None)  # a random subset of the positions suffices
+        chunk = x.shape[0] if work is None else max(
+            1, int(work) // max(1, _sample_bytes(node, x, y, w0_shape)))
+        for start in range(0, x.shape[0], chunk):
+            stop = min(start + chunk, x.shape[0])
+            local = None
+            if rows is not None:
+                local = rows[(rows >= start * positions) & (rows < stop * positions)]
+                if not len(local):
+                    continue
+                local = local - start * positions
+            cols = _columns(node, x[start:stop], w0_shape)
+            target = _targets(node, y[start:stop], group)
+            if local is not None:
+                cols, target = cols[:, local], target[:, local]
+            ones = torch.ones(*cols.shape[:2], 1, dtype=cols.dtype, device=cols.device)
+            folds[b % 2].add(torch.cat([cols, ones], 2), target)
+            del cols, target, ones
     return folds
 
 
 def _reconstruct(node, sweep: Sweep, reference: Sweep, out_index: np.ndarray,
-                 weight: np.ndarray, bias: np.ndarray, residual: tuple[str, str] | None = None):
+                 weight: np.ndarray, bias: np.ndarray, residual: tuple[str, str] | None = None,
+                 work: int | None = None):
     """Least-squares weights/bias for ``node`` and how they were found (with the ridge); None
     when its input equals the original's.
 
@@ -247,7 +279,7 @@ def _reconstruct(node, sweep: Sweep, reference: Sweep, out_index: np.ndarray,
     w0 = weight.T if (node.op_type == "Gemm" and not trans_b) else weight  # [out, fan-in...]
     group = int(a.get("group", 1)) if node.op_type == "Conv" else 1
     per = w0.shape[0] // group
-    folds = _fit_rows(node, sweep, reference, out_index, w0.shape, group, residual)
+    folds = _fit_rows(node, sweep, reference, out_index, w0.shape, group, residual, work)
     device = sweep.device
     flat = torch.as_tensor(w0.reshape(group, per, -1), dtype=torch.float64, device=device)
     prior = torch.cat([flat, torch.as_tensor(bias, dtype=torch.float64, device=device)
@@ -354,9 +386,10 @@ def _apply(model, inits, node, sweep: Sweep, opset: int, result, dtype) -> None:
                   {node.input[1]: weight, node.input[2]: bias})
 
 
-def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarray,
+def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x,
                 kept: Mapping[str, np.ndarray], batch: int = 256, mode: str = "reconstruct",
-                *, device: str = "cpu", batch_size: int = 64, memory_budget: int | None = None,
+                *, device: str = "cpu", batch_size: int = 64,
+                memory_budget: int | str | None = None, indices=None,
                 progress: Progress | None = None,
                 frozen: Collection[str] = ()) -> tuple[onnx.ModelProto, list[dict]]:
     """Return ``pruned`` with layer weights/biases corrected, and one record per changed layer
@@ -366,38 +399,46 @@ def recalibrate(original: onnx.ModelProto, pruned: onnx.ModelProto, x: np.ndarra
     index of each of its channels (a layer output not listed keeps all its channels).
     ``mode`` is ``"reconstruct"`` (least squares, stats as fallback) or ``"stats"``.
     One sweep over both graphs in topological order (see the module docstring), streaming
-    ``x`` in batches of ``min(batch, batch_size)`` (``batch`` is the older name, kept for
-    callers; the two folds of the cross-validation are alternate batches) on ``device``
-    (auto|cpu|cuda|cuda:N). Cached activations take at most ``memory_budget`` bytes on the
-    device (default ``DEFAULT_MEMORY_BUDGET``), the rest is spilled to a temporary folder.
+    the calibration samples ``x[indices]`` (all of ``x`` without ``indices``; ``x`` may be a
+    lazy array-like, indexed one batch at a time by an int array) in batches of
+    ``min(batch, batch_size)`` (``batch`` is the older name, kept for callers; the two folds of
+    the cross-validation are alternate batches) on ``device`` (auto|cpu|cuda|cuda:N).
+    ``memory_budget`` (bytes, or a size such as ``"2G"``; default
+    :func:`~onnxprune.gates.memory.default_memory_budget`, on CUDA a quarter of the GPU's
+    memory) bounds the cached activations
+    (``RECALIBRATION_CACHE`` of it, the rest spilled to a temporary folder that is removed
+    afterwards) and a fit's working arrays (the remainder); see ``gates/memory.py``.
     ``progress(done, total, layer name)`` is called after each layer it considers. Layers
     (node names) in ``frozen`` keep their weights bit for bit (e.g. ``--exclude``).
     """
     if mode not in RECALIBRATION_MODES:
         raise ValueError(f"unknown recalibration mode {mode!r}")
     device = resolve_device(device)
+    budget = device_budget(memory_budget, device)
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
     inits = {t.name: t for t in model.graph.initializer}
     jobs = _jobs(_layers(model), inits, kept, mode, _residual_adds(model), set(frozen))
-    if not jobs or len(x) == 0:
+    if not jobs or len(x) == 0 or (indices is not None and len(indices) == 0):
         return model, []
     batch = max(1, min(int(batch), int(batch_size)))
-    cache = Cache(DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget, device)
+    cache = Cache(int(budget * RECALIBRATION_CACHE), device)
+    work = max(1, budget - cache.budget)
     try:
         with torch.no_grad():
-            sweep = Sweep(TorchGraph(model).float().to(device), x, batch, cache,
-                           Counter(n for job in jobs for n in job[4]))
-            reference = Sweep(TorchGraph(original).float().to(device), x, batch, cache,
-                               Counter(n for job in jobs for n in job[5]))
-            records = _sweep_layers(model, inits, jobs, sweep, reference, progress)
+            inputs = Inputs(x, batch, cache, indices)
+            sweep = Sweep(TorchGraph(model).float().to(device), inputs, cache,
+                          Counter(n for job in jobs for n in job[4]))
+            reference = Sweep(TorchGraph(original).float().to(device), inputs, cache,
+                              Counter(n for job in jobs for n in job[5]))
+            records = _sweep_layers(model, inits, jobs, sweep, reference, progress, work)
     finally:
         cache.close()
     return model, records
 
 
 def _sweep_layers(model, inits, jobs, sweep: Sweep, reference: Sweep,
-                  progress: Progress | None) -> list[dict]:
+                  progress: Progress | None, work: int | None = None) -> list[dict]:
     records, opset = [], opset_version(model)
     for done, (node, params, kind, residual, mine, theirs) in enumerate(jobs, 1):
         weight, bias, dtype, index = params
@@ -406,7 +447,8 @@ def _sweep_layers(model, inits, jobs, sweep: Sweep, reference: Sweep,
             sweep.advance_to(step)  # its input is ready; the other Add input is peeked
             reference.advance(theirs)
             if kind == "reconstruct":
-                result = _reconstruct(node, sweep, reference, index, weight, bias, residual)
+                result = _reconstruct(node, sweep, reference, index, weight, bias, residual,
+                                      work)
             else:
                 result = _match_stats(node, sweep, reference, index, weight, bias)
             if result is not None:

@@ -1,6 +1,10 @@
 """The sweep of one recalibration: a compiled graph run step by step over every calibration batch,
 with the activations still needed cached on the device up to a memory budget and spilled to a
-temporary folder of ``.npy`` files past it."""
+temporary folder of ``.npy`` files past it (removed at the end, also on an error).
+
+The calibration set is only ever indexed one batch at a time (``x[int index array]``), so it may
+be a lazy array-like (a memory-mapped ``.npz``, a dataset decoding images) that is never
+materialised whole."""
 
 from __future__ import annotations
 
@@ -14,8 +18,6 @@ import torch
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.executor import TorchGraph
-
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of cached activations kept on the device; spilled past it
 
 
 class Cache:
@@ -59,6 +61,35 @@ class Cache:
             self.folder = None
 
 
+class Inputs:
+    """The calibration batches: ``x[indices[start:stop]]`` for each batch (``indices`` defaults
+    to all of ``x``). ``x`` is an array or a lazy array-like (``len``, indexing by an int array);
+    a lazy one is read once per batch and cached (within the budget) for both sweeps, an array
+    is indexed again when needed."""
+
+    def __init__(self, x, batch: int, cache: Cache, indices=None):
+        self.x, self.cache = x, cache
+        self.indices = (np.arange(len(x)) if indices is None
+                        else np.asarray(indices, dtype=np.int64).reshape(-1))
+        count = len(self.indices)
+        self.bounds = [(s, min(s + batch, count)) for s in range(0, count, batch)]
+        self.keep = not isinstance(x, np.ndarray)
+        self.entries: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, b: int) -> torch.Tensor:
+        if b in self.entries:
+            return self.cache.get(self.entries[b])
+        start, stop = self.bounds[b]
+        value = torch.as_tensor(np.ascontiguousarray(self.x[self.indices[start:stop]]))
+        value = value.to(self.cache.device)
+        if self.keep:
+            self.entries[b] = self.cache.put(value)
+        return value
+
+
 class Sweep:
     """A TorchGraph's compiled steps, run one at a time, each over every calibration batch.
 
@@ -67,13 +98,11 @@ class Sweep:
     of all layers. Steps that no wanted tensor depends on are never run.
     """
 
-    def __init__(self, graph: TorchGraph, x: np.ndarray, batch: int, cache: Cache,
-                 wanted: Counter):
+    def __init__(self, graph: TorchGraph, inputs: Inputs, cache: Cache, wanted: Counter):
         if len(graph.input_names) != 1:
             raise OnnxPruneError(f"recalibration needs a model with one input, "
                                  f"got {len(graph.input_names)}")
-        self.graph, self.x, self.cache, self.device = graph, x, cache, cache.device
-        self.bounds = [(s, min(s + batch, len(x))) for s in range(0, len(x), batch)]
+        self.graph, self.inputs, self.cache, self.device = graph, inputs, cache, cache.device
         self.input = graph.input_names[0]
         # executor hook wanted: a public list of compiled steps (see the report of issue 13)
         self.steps = list(graph._runtime)  # (fn, input names, output names), in node order
@@ -90,7 +119,7 @@ class Sweep:
 
     @property
     def batches(self) -> int:
-        return len(self.bounds)
+        return len(self.inputs.bounds)
 
     def _live(self, needed: set[str]) -> set[int]:
         live = set()
@@ -108,8 +137,7 @@ class Sweep:
         if name in self.values:
             return self.cache.get(self.values[name][b])
         if name == self.input:
-            start, stop = self.bounds[b]
-            return torch.as_tensor(self.x[start:stop]).to(self.device)
+            return self.inputs.get(b)
         if name not in self.producer and self.graph._is_const(name):
             return self.graph._constant(name)
         raise OnnxPruneError(f"recalibration: tensor '{name}' is not available (a bug)")

@@ -49,7 +49,7 @@ def test_batches_are_bounded_and_report_progress(monkeypatch):
     x, how = synthesize(_bn_model(), (3, 8, 8), samples=20, steps=3, batch_size=8,
                         progress=lambda done, total, label: calls.append((done, total, label)))
     assert x.shape == (20, 3, 8, 8) and np.isfinite(x).all()
-    assert sizes == [8] * 3 + [8] * 3 + [4] * 3
+    assert sizes == [1, 2] + [8] * 3 + [8] * 3 + [4] * 3  # two probes of the step's memory
     assert [c[0] for c in calls] == list(range(1, 10)) and {c[1] for c in calls} == {9}
     assert calls[-1][2] == "batch 3/3"
     assert "batches of 8" in how and "2 BatchNormalization" in how
@@ -74,3 +74,29 @@ def test_synthesis_moves_each_batch_towards_the_running_statistics():
 def test_count_is_the_older_name_of_samples():
     x, _ = synthesize(_folded_model(), (3, 8, 8), count=7)
     assert len(x) == 7
+
+
+def test_the_batch_shrinks_to_fit_the_memory_budget(monkeypatch):
+    model = _bn_model()
+    graph = TorchGraph(model).float()
+    targets = _bn_targets(model)
+    names = {t[0] for t in targets}
+    one, two = (synthetic._saved_bytes(graph, (3, 8, 8), names, targets, n, "cpu")
+                for n in (1, 2))
+    per_sample, fixed = two - one, 2 * one - two
+    assert per_sample > 0 and synthetic._saved_bytes(
+        graph, (3, 8, 8), names, targets, 5, "cpu") == fixed + 5 * per_sample
+    sizes = []
+    original = TorchGraph.forward_with
+
+    def forward_with(self, inputs, capture):
+        sizes.append(inputs.shape[0])
+        return original(self, inputs, capture)
+
+    monkeypatch.setattr(TorchGraph, "forward_with", forward_with)
+    x, how = synthesize(model, (3, 8, 8), samples=10, steps=1, batch_size=8,
+                        memory_budget=fixed + 3 * per_sample + per_sample // 2)
+    assert sizes[2:] == [3, 3, 3, 1] and "batches of 3" in how and x.shape == (10, 3, 8, 8)
+    sizes.clear()
+    synthesize(model, (3, 8, 8), samples=10, steps=1, batch_size=8, memory_budget=0)
+    assert sizes[2:] == [1] * 10  # never below one sample
