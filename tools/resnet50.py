@@ -1,13 +1,14 @@
-"""torchvision's ResNet-50 and MobileNetV2 architectures, written out by hand (no torchvision).
+"""torchvision's ResNet-18/34/50 and MobileNetV2 architectures, written out by hand (no torchvision).
 
-Layer for layer the same modules, shapes and forward as ``torchvision.models.resnet50()`` and
-``torchvision.models.mobilenet_v2()`` (ImageNet heads, 1000 classes, input 3x224x224): the
-Bottleneck puts the stride on the 3x3 conv (ResNet v1.5), the downsample is conv1x1+BN, and
+Layer for layer the same modules, shapes and forward as ``torchvision.models.resnet18()``,
+``resnet34()``, ``resnet50()`` and ``torchvision.models.mobilenet_v2()`` (ImageNet heads, 1000
+classes, input 3x224x224): ResNet-18/34 stack BasicBlocks (two 3x3 convs, expansion 1), ResNet-50
+Bottlenecks that put the stride on the 3x3 conv (ResNet v1.5), the downsample is conv1x1+BN, and
 MobileNetV2 uses width 1.0, channels rounded to multiples of 8, ReLU6 and Dropout(0.2) before the
 classifier. Weights are random (kaiming init as torchvision's); only the architecture matters for
 latency and MAC figures.
 
-    from resnet50 import resnet50, mobilenet_v2, export_onnx
+    from resnet50 import resnet18, resnet34, resnet50, mobilenet_v2, export_onnx
     export_onnx(resnet50(), "r50.onnx")
 """
 
@@ -20,7 +21,30 @@ import warnings
 import torch
 from torch import nn
 
-# --- ResNet-50 ---------------------------------------------------------------------------------
+# --- ResNet-18/34/50 ---------------------------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu(out + identity)
 
 
 class Bottleneck(nn.Module):
@@ -51,8 +75,10 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000):
+    def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000,
+                 block: type[nn.Module] | None = None):
         super().__init__()
+        self.block = Bottleneck if block is None else block
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -63,7 +89,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(256, layers[2], stride=2)
         self.layer4 = self._make_layer(512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        self.fc = nn.Linear(512 * self.block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -72,15 +98,15 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+        block, downsample = self.block, None
+        if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * Bottleneck.expansion),
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +115,19 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def resnet18(num_classes: int = 1000) -> ResNet:
+    return ResNet((2, 2, 2, 2), num_classes, BasicBlock)
+
+
+def resnet34(num_classes: int = 1000) -> ResNet:
+    return ResNet((3, 4, 6, 3), num_classes, BasicBlock)
+
+
 def resnet50(num_classes: int = 1000) -> ResNet:
     return ResNet((3, 4, 6, 3), num_classes)
+
+
+RESNETS = {18: resnet18, 34: resnet34, 50: resnet50}
 
 
 # --- MobileNetV2 -------------------------------------------------------------------------------
