@@ -156,3 +156,9 @@ def test_another_default_is_checked_against_every_other_method_of_ours():
     head = bench.summary_table(rows, 10000, ("refit", "reconstruct")).splitlines()[0]
     assert head.index("refit (reconstruct)") < head.index("autobot (reconstruct)")
     assert "refit s" in head
+
+
+def test_rows_measured_through_the_steps_are_named_in_the_readme_text():
+    rows = [_row("autobot", 90.0, 0), _row("refit", 91.0, 0, via="steps")]
+    assert "Rows of refit" in bench._steps_note(rows)
+    assert bench._steps_note([_row("autobot", 90.0, 0)]) == ""
