@@ -32,7 +32,7 @@ class MacExpr:
 
     node: str
     op: str
-    coeff: float  # an integer but for grouped convs (divided by the group count)
+    coeff: float  # an integer, but for grouped convs (divided by the group count)
     reduce: Axis | None
     out: Axis | None
 

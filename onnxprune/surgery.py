@@ -80,7 +80,8 @@ def prune_model(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
     """The model with every channel not in ``keep`` removed (absent groups keep all).
 
     ``input_shapes`` sizes dynamic input dims for the analysis; the pruned model keeps the
-    declared dynamic dims.
+    declared dynamic dims. A given ``analysis`` is used up: its graph is edited in place, so
+    analyse again for another plan or for ``masked_reference``.
     """
     model = _prepare(model)
     analysis = analysis or analyze_channels(model, input_shapes=input_shapes)
@@ -175,7 +176,8 @@ def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
 def masked_reference(model: onnx.ModelProto, keep: Mapping[str, Sequence[int]],
                      analysis: ChannelAnalysis | None = None,
                      input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
-    """The original graph with removed channels zeroed wherever they are summed over."""
+    """The original graph with removed channels zeroed wherever they are summed over (a given
+    ``analysis`` is used up, as in ``prune_model``)."""
     model = _prepare(model)
     analysis = analysis or analyze_channels(model, input_shapes=input_shapes)
     validate_keep(analysis, keep)

@@ -24,6 +24,10 @@ def _run_ort(path, feeds):
     return session.run(None, feeds)
 
 
+def _dims(model):
+    return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+
 def _files(tmp_path, model, dims):
     """The model and 24 random samples of its input size on disk: (model, data, output) paths."""
     source, data = tmp_path / "m.onnx", tmp_path / "d.npz"
@@ -73,9 +77,7 @@ def test_compress_runs_on_torch_exports(case, tmp_path):
     assert result.exit_code == 0, result.output
     pruned = onnx.load(str(out))
     onnx.checker.check_model(pruned, full_check=True)
-    declared = [d.dim_param or d.dim_value for d in pruned.graph.input[0].type.tensor_type.shape.dim]
-    original = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert declared == original
+    assert _dims(pruned) == _dims(model)
     feeds = {k: np.random.default_rng(1).standard_normal(v).astype(np.float32)
              for k, v in run_shapes[-1].items()}
     assert [o.shape for o in _run_ort(out, feeds)] == [o.shape for o in _run_ort(source, feeds)]

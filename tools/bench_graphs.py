@@ -2,12 +2,16 @@
 
 Every model the project holds: the architectures of ``tests/archs.py`` (exported with both torch
 exporters), the representative real-world graphs of ``tests/realworld_archs.py`` (dynamic H/W,
-analysed at their ``--input-shape``), the reference models in ``models/``, and torchvision-style
+analysed at their ``--input-shape``), the same graphs written as torch modules and exported by
+both exporters (``tests/realworld_torch.py``), the onnx wheel's backend-test "light" zoo, the
+reference models in ``models/``, and torchvision-style
 ResNet-50 and MobileNetV2 from ``tools/resnet50.py`` (224x224, TorchScript). For each: the share of
 MACs in prunable channel groups, prunable/total groups, barriers, and the time of analysis and of
 surgery for a random half plan (median of ``--repeats``).
 
     python tools/bench_graphs.py --json benchmarks/graphs.json --readme README.md
+
+(``--markdown FILE`` writes the table alone.)
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ def _models(workdir: Path):
                  "opset9_computed_weights"):
         model, shapes, _ = getattr(rw, name)()
         yield "tests/realworld_archs.py", name, model, shapes
+    import realworld_torch as rt
+
+    for case in rt.cases():
+        model, shapes, _ = rt.export(*case)
+        yield "tests/realworld_torch.py", rt.case_id(case), model, shapes
+    zoo = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    for path in sorted(zoo.glob("light_*.onnx")):
+        yield "onnx wheel (backend zoo)", path.stem.removeprefix("light_"), \
+            onnx.load(str(path)), None
     for path in sorted((ROOT / "models").glob("*.onnx")):
         yield "models/", path.stem, onnx.load(str(path)), None
     from resnet50 import export_onnx, mobilenet_v2, randomize_bn, resnet50
@@ -100,7 +113,10 @@ def table(rows: list[dict], machine: str) -> str:
 
 
 def _run(repeats: int) -> tuple[str, list[dict]]:
-    machine = f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
+    from onnxprune.runtime.bench import cpu_model
+
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores, load average "
+               f"{os.getloadavg()[0]:.1f} at the start")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for source, name, model, shapes in _models(Path(tmp)):
@@ -113,6 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--readme", type=Path)
+    parser.add_argument("--markdown", type=Path, help="write the table alone to this file")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--from-json", type=Path, help="only re-render the table of a past run")
     args = parser.parse_args()
@@ -125,6 +142,8 @@ def main() -> int:
     print(text)
     if args.json and not args.from_json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(text + "\n", encoding="utf-8")
     if args.readme:
         readme = args.readme.read_text(encoding="utf-8")
         start, end = readme.index(MARK[0]) + len(MARK[0]), readme.index(MARK[1])

@@ -3,8 +3,9 @@
 Construction compiles the nodes once: attributes are read into closures (the op table in
 ``torch_ops``), nodes whose inputs are all constants are folded, and shape arithmetic
 (Shape→Gather→Unsqueeze→Concat→Reshape) is evaluated symbolically by the analysis' one shape
-folder (``analysis.shapefold``) so that only the dynamic batch stays a runtime value. ``forward`` then walks a flat list of (callable, input slots,
-output slots, slots to free) steps. Read hooks are extra steps in front of the node they feed.
+folder (``analysis.shapefold``) so that only the dynamic batch stays a runtime value.
+``forward`` then walks a flat list of (callable, input slots, output slots, slots to free) steps.
+Read hooks are extra steps in front of the node they feed.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from archs import Builder, check_random_plans, group_of, head, stem
+from archs import Builder, check_random_plans, head, stem
 
 from onnxprune.analysis.groups import analyze_channels
 
