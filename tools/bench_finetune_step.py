@@ -1,7 +1,8 @@
 """Benchmark: one fine-tuning step (every weight trained) in the executor vs native PyTorch.
 
 For each reference architecture (``tools/refmodels.py``) and exporter: the ONNX export run by
-``TorchGraph(trainable=True)`` against the native module with BatchNorm folded into the convs (the
+``TorchGraph(trainable=True)``, training what ``finetune`` trains (``trained_weights``: every float32
+initializer but 0-d constants), against the native module with BatchNorm folded into the convs (the
 same arithmetic as the export) and, for reference, the unfolded module. One step = forward,
 cross-entropy, backward, SGD with momentum; the sides interleaved, median of ``--steps``.
 Target (issue 15): executor ÷ native ≤ 1.3.
@@ -29,6 +30,13 @@ import refmodels  # noqa: E402
 from bench_executor import export  # noqa: E402
 
 from onnxprune.gates.executor import TorchGraph  # noqa: E402
+from onnxprune.gates.finetune import trained_weights  # noqa: E402
+
+
+def _executor(proto):
+    graph = TorchGraph(proto, trainable=True)
+    trained_weights(graph)  # freezes the 0-d constants, as finetune() does
+    return graph
 
 
 def _side(module):
@@ -54,7 +62,7 @@ def bench(name: str, dynamo: bool, batch: int, steps: int, warmup: int) -> dict:
     y = torch.randint(0, 10, (batch,))
     proto = export(model, x[:2], dynamo)
     sides = {"native": _side(model.train()), "native_fused": _side(fuse(model.eval())),
-             "executor": _side(TorchGraph(proto, trainable=True))}
+             "executor": _side(_executor(proto))}
     times = {side: [] for side in sides}
     order = list(sides)
     for i in range(warmup + steps):
@@ -76,19 +84,23 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--models", nargs="*", default=list(refmodels.MODELS))
+    parser.add_argument("--exporters", nargs="*", default=["torchscript", "dynamo"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    rows = []
+    load, rows = os.getloadavg(), []
     for name in args.models:
-        for dynamo in (False, True):
+        for dynamo in [e == "dynamo" for e in args.exporters]:
             rows.append(bench(name, dynamo, args.batch, args.steps, args.warmup))
             r = rows[-1]
             print(f"{r['model']:12s} {r['exporter']:11s} fused {r['native_fused_ms']:8.2f} ms  "
                   f"executor {r['executor_ms']:8.2f} ms  ratio {r['ratio_vs_fused']:.3f}  "
                   f"(vs unfused {r['ratio_vs_unfused']:.3f})", flush=True)
+    from onnxprune.runtime.bench import cpu_model
+
     report = {"batch": args.batch, "steps": args.steps, "threads": torch.get_num_threads(),
-              "cpus": os.cpu_count(), "load_average": os.getloadavg(), "torch": torch.__version__,
+              "cpu": cpu_model(), "cpus": os.cpu_count(), "load_average_at_start": load,
+              "load_average": os.getloadavg(), "torch": torch.__version__,
               "rows": rows, "max_ratio_vs_fused": max(r["ratio_vs_fused"] for r in rows),
               "target": 1.3}
     if args.json:
