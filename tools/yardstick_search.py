@@ -228,12 +228,15 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--note", default=None, help="with --summarize: a note kept in the JSON")
     parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
                         help="no runs: the cells x variants of these result files (--json: the "
                              "summary; --variants: the table's columns)")
     args = parser.parse_args(argv)
     if args.summarize:
-        summary = summarize(args.summarize)
+        summary = {**summarize(args.summarize), "note": args.note,
+                   "command": "python tools/yardstick_search.py " + " ".join(
+                       sys.argv[1:] if argv is None else argv)}
         print(summary_markdown(summary, [v for v in args.variants.split(",") if v]))
         print(json.dumps(summary["against_reference"], indent=1))
         print(json.dumps(summary["more_calibration"], indent=1))
