@@ -106,10 +106,12 @@ class ValidateConfig:
     allow_small_eval: bool = False  # let thresholds pass on fewer than MIN_EVAL_SAMPLES samples
     preprocessing: Preprocessing = Preprocessing()  # image-folder conventions
     threads: int | None = None
+    workers: int = 0  # threads decoding batches ahead of ONNX Runtime
 
 
 def validate(config: ValidateConfig) -> dict:
-    """Compare the pruned model with the original on ``config.data`` in ONNX Runtime.
+    """Compare the pruned model with the original on ``config.data`` in ONNX Runtime, streamed
+    in batches (the data is never held whole).
 
     Returns ``validate_models``' dict (keys in ``onnxprune.runtime.validate``); a failed threshold
     sets ``passed`` false and lists ``failures`` — the caller decides to exit 1.
@@ -137,6 +139,7 @@ def validate(config: ValidateConfig) -> dict:
         threads=config.threads,
         names=(str(config.original), str(config.pruned)),
         allow_small_eval=config.allow_small_eval,
+        workers=config.workers,
     )
 
 

@@ -14,7 +14,8 @@ import click
 from onnxprune.cli_options import (NumberList, Fraction, compose, device_option, force_option,
                                    input_shape_option, json_option,
                                    preprocessing, preprocessing_options, provider_option,
-                                   subset_options, threads_option, threshold_options)
+                                   subset_options, threads_option, threshold_options,
+                                   workers_option)
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
 from onnxprune.finetuning import AUGMENT
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, MIN_EVAL_SAMPLES,
@@ -138,6 +139,7 @@ def analyze(model, as_json, input_shapes):
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @subset_options
 @preprocessing_options
+@workers_option
 @threads_option
 def validate(original, pruned, data, as_json, **params):
     """Run ORIGINAL and PRUNED in ONNX Runtime on the same data and compare them.
@@ -309,6 +311,7 @@ class RoundTo(click.ParamType):
 @preprocessing_options
 @input_shape_option
 @device_option
+@workers_option
 @click.option("--bench", is_flag=True, help="Also benchmark original vs pruned latency.")
 @provider_option
 @threshold_options
@@ -367,6 +370,7 @@ def compress(model, output, as_json, **params):
 @click.option("--checkpoint-every", default=50, show_default=True, type=click.IntRange(min=1),
               help="Steps between checkpoints (OUTPUT.finetune.ckpt.npz).")
 @device_option
+@workers_option
 @subset_options
 @preprocessing_options
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.finetune.ckpt.npz.")

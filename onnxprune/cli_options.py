@@ -56,6 +56,23 @@ class Fraction(click.ParamType):
         return number
 
 
+class Resize(click.ParamType):
+    """'direct' or a positive size of the shorter image side."""
+
+    name = "N|direct"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "direct":
+            return value if isinstance(value, int) else "direct"
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"expected a positive size or 'direct', got '{value}'", param, ctx)
+        return number
+
+
 def compose(*decorators):
     def apply(function):
         for decorator in reversed(decorators):
@@ -72,6 +89,10 @@ threads_option = click.option("--threads", type=click.IntRange(min=1), default=N
 device_option = click.option(
     "--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
     help="Torch device of the training steps; auto takes CUDA when torch sees it.")
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Processes (threads for ONNX Runtime validation) that decode data ahead of use; 0 "
+         "decodes in the main process. The batches are the same for any count.")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object (also when a check fails).")
 force_option = click.option("--force", is_flag=True, help="Allow overwriting an input file.")
@@ -95,9 +116,14 @@ subset_options = compose(
 preprocessing_options = compose(
     click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None,
                  help="Image folders: named pixel scale/mean/std (imagenet, raw 0..255, "
-                      "symmetric [-1,1], caffe BGR); the options below override it."),
+                      "symmetric [-1,1], caffe BGR; imagenet also resizes to 256/224 of the "
+                      "input size and center-crops); the options below override it."),
     click.option("--input-size", type=NumberList(int, 2, True, "H,W"), default=None,
                  help="Image folders: H,W (when the model's size is dynamic)."),
+    click.option("--resize", type=Resize(), default=None,
+                 help="Image folders: resize the shorter side to N, then center-crop to the "
+                      "input size (torchvision's Resize + CenterCrop); 'direct' resizes to the "
+                      "input size [imagenet: N = 256/224 of the input size; others: direct]."),
     click.option("--pixel-scale", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Image folders: factor on 0..255 pixels before mean/std [1/255]; "
                       "1 for models that take raw pixels."),
@@ -136,5 +162,5 @@ input_shape_option = click.option(
 def preprocessing(params: dict) -> Preprocessing:
     """The ``Preprocessing`` of a command's parsed ``preprocessing_options`` (popped from params)."""
     keys = ("preset", "input_size", "pixel_scale", "mean", "std", "channel_order", "layout",
-            "classes")
+            "classes", "resize")
     return Preprocessing(**{k: params.pop(k) for k in keys})

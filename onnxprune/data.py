@@ -7,10 +7,17 @@ numpy and Pillow only. Two layouts are accepted:
 - a folder of images in class sub-folders (``root/<class>/<image>``): labels come from the class
   names (a class list, integer folder names, or sorted names when the folders are exactly the
   model's classes; see ``onnxprune.preprocess.label_map``); each image is converted to the model's
-  channel count (1 → "L", 3 → "RGB"), resized to (H, W), scaled, normalized per channel and laid
-  out as the model wants it (``onnxprune.preprocess``).
+  channel count (1 → "L", 3 → "RGB"), resized to (H, W) (or resized and center-cropped), scaled,
+  normalized per channel and laid out as the model wants it (``onnxprune.preprocess``).
 
-Every problem is a one-line ``OnnxPruneError`` with exit code 2.
+Nothing holds the whole dataset: ``Dataset.x`` is a ``LazyArray`` (``onnxprune.lazydata``) that
+decodes samples when indexed. A ``.npz`` is memory-mapped, or streamed once keeping only the
+selected rows when compressed (``onnxprune.npzdata``); an image folder's files and labels are
+listed up front and each image decoded on access. Subsets (``--fraction``/``--limit``, the
+held-out part, calibration samples) are index lists into the same source.
+
+Every problem is a one-line ``OnnxPruneError`` with exit code 2, also a file that fails to decode
+while the samples stream.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.preprocess import (Preprocessing, geometry, label_map, read_class_names,
-                                  to_model_input)
+from onnxprune.lazydata import ImageSource, LazyArray, count_nonfinite, subset
+from onnxprune.npzdata import npz_sample_shape  # noqa: F401  (public)
+from onnxprune.preprocess import (Preprocessing, geometry, label_map, per_channel,
+                                  read_class_names)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 SUBSET_SEED = 0
@@ -35,9 +44,10 @@ Dim = int | str | None  # a model input dim: a size, a symbolic name, or unknown
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs ``x`` (float32, model layout) and optional int64 labels ``y``."""
+    """Inputs ``x`` (float32, model layout; a ``LazyArray`` decoded on access, or a plain
+    array) and optional int64 labels ``y``."""
 
-    x: np.ndarray
+    x: LazyArray | np.ndarray
     y: np.ndarray | None = None
     classes: tuple[str, ...] | None = None  # image folders: class names in label order
 
@@ -103,60 +113,24 @@ def subset_indices(count: int, fraction: float | None, limit: int | None) -> np.
 
 
 def _load_npz(path: Path, fraction: float | None, limit: int | None) -> Dataset:
-    import zipfile
+    from onnxprune.npzdata import open_npz
 
-    if not zipfile.is_zipfile(path):
-        raise OnnxPruneError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            if "x" not in keys:
-                raise OnnxPruneError(
-                    f"{path}: no array 'x' in the .npz (found: {', '.join(keys) or 'nothing'})"
-                )
-            x = archive["x"]
-            y = archive["y"] if "y" in keys else None
-    except OnnxPruneError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise OnnxPruneError(f"{path}: contains object (pickled) arrays; refused") from None
-        raise OnnxPruneError(f"{path}: not a readable .npz file ({_short(exc)})") from None
-    except Exception as exc:  # zipfile.BadZipFile, OSError, ...
-        raise OnnxPruneError(f"{path}: not a readable .npz file ({_short(exc)})") from None
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise OnnxPruneError(f"{path}: array 'x' is empty")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise OnnxPruneError(f"{path}: array 'x' has dtype {x.dtype}; expected numbers")
-    labels = _labels(y, path) if y is not None else None
-    if labels is not None and len(labels) != x.shape[0]:
-        raise OnnxPruneError(f"{path}: 'y' has {len(labels)} labels but 'x' has {x.shape[0]} samples")
-    keep = subset_indices(x.shape[0], fraction, limit)
-    x = np.ascontiguousarray(x[keep], dtype=np.float32)
-    return Dataset(x=x, y=None if labels is None else labels[keep])
+    x, y = open_npz(path, lambda count: subset_indices(count, fraction, limit))
+    return Dataset(x=x, y=y)
 
 
-def _labels(y: np.ndarray, path: Path) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise OnnxPruneError(f"{path}: labels 'y' must be a 1-D array of class indices, got shape {y.shape}")
-    if np.issubdtype(y.dtype, np.integer):
-        return y.astype(np.int64)
-    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        return y.astype(np.int64)
-    raise OnnxPruneError(f"{path}: labels 'y' must be integers, got dtype {y.dtype}")
-
-
-def _image_files(root: Path) -> tuple[list[str], list[tuple[Path, str]]]:
+def _image_files(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(class folder names, [(image path, class folder name)]), sorted; paths as plain strings
+    (a listing of a million files stays small)."""
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise OnnxPruneError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
     files = []
     for name in folders:
-        for item in sorted((root / name).iterdir()):
-            if item.is_file() and item.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append((item, name))
+        with os.scandir(root / name) as entries:
+            found = sorted(e.path for e in entries if e.is_file()
+                           and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+        files.extend((path, name) for path in found)
     if not files:
         raise OnnxPruneError(f"{root}: no images found in its class sub-folders")
     return folders, files
@@ -172,8 +146,7 @@ def _class_names(labels: dict[str, int], given: Sequence[str] | None) -> tuple[s
 
 def _load_image_folder(root, input_shape, prep: Preprocessing, fraction, limit, num_classes,
                        class_names) -> Dataset:
-    from PIL import Image
-
+    """Files and labels listed up front; each image is decoded when a sample is read."""
     prep = prep.resolved()
     layout, channels, size = geometry(input_shape, prep)
     if size is None:
@@ -183,28 +156,23 @@ def _load_image_folder(root, input_shape, prep: Preprocessing, fraction, limit, 
         class_names = read_class_names(prep.classes)
     labels = label_map(folders, num_classes, class_names, root)
     files = [files[i] for i in subset_indices(len(files), fraction, limit)]
-    mode = "L" if channels == 1 else "RGB"
-    shape = (channels, size[0], size[1]) if layout == "nchw" else (size[0], size[1], channels)
-    x = np.empty((len(files), *shape), dtype=np.float32)
-    for i, (file, _) in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                image = image.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-                pixels = np.asarray(image, dtype=np.float32)
-        except Exception as exc:
-            raise OnnxPruneError(f"{file}: cannot read image ({_short(exc)})") from None
-        x[i] = to_model_input(pixels, prep, layout)
+    per_channel(prep.mean, channels, "mean")  # checked before any image is decoded
+    std = per_channel(prep.std, channels, "std")
+    if np.any(std <= 0):
+        raise OnnxPruneError(f"--std must be positive, got {list(std)}")
+    source = ImageSource([f for f, _ in files], prep, layout, channels, size, str(root))
     y = np.array([labels[name] for _, name in files], dtype=np.int64)
-    return Dataset(x=x, y=y, classes=_class_names(labels, class_names))
+    return Dataset(x=LazyArray(source), y=y, classes=_class_names(labels, class_names))
 
 
 def _check_dataset(dataset: Dataset, path: Path, input_shape, num_classes) -> None:
     x = dataset.x
-    if not np.all(np.isfinite(x)):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise OnnxPruneError(f"{path}: 'x' contains {bad} NaN or Inf values")
     if input_shape is not None:
         _check_shape(x.shape, input_shape, path)
+    if not isinstance(x.source, ImageSource):  # decoded images are finite by construction
+        bad = count_nonfinite(x)  # in chunks: memory stays bounded
+        if bad:
+            raise OnnxPruneError(f"{path}: 'x' contains {bad} NaN or Inf values")
     y = dataset.y
     if y is not None and len(y):
         low, high = int(y.min()), int(y.max())
@@ -239,10 +207,6 @@ def _static(dim) -> bool:
     return isinstance(dim, (int, np.integer)) and int(dim) > 0
 
 
-def _short(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
-
-
 def holdout_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training indices, held-out indices), disjoint and sorted: a seeded ``fraction`` of
     ``count`` samples (at least one, and at least one left for training)."""
@@ -255,22 +219,8 @@ def holdout_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 def take(dataset: Dataset, indices: np.ndarray) -> Dataset:
-    """The samples at ``indices`` (labels and class names kept)."""
-    return Dataset(dataset.x[indices], None if dataset.y is None else dataset.y[indices],
-                   dataset.classes)
-
-
-def npz_sample_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
-    """The shape of one sample of ``x`` in a ``.npz`` (read from the array header, no data), or
-    None when it is not an uncompressed readable ``x``."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
-            version = np.lib.format.read_magic(handle)
-            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape = reader(handle)[0]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    return tuple(int(d) for d in shape[1:]) if len(shape) > 1 else None
+    """The samples at ``indices`` (labels and class names kept): a view for lazy samples (an
+    index list into the same source, nothing decoded), a copy for a plain array."""
+    indices = np.asarray(indices)
+    return Dataset(subset(dataset.x, indices),
+                   None if dataset.y is None else dataset.y[indices], dataset.classes)

@@ -40,6 +40,7 @@ class FinetuneRun:
     seed: int = 0
     checkpoint_every: int = FinetuneConfig.checkpoint_every
     device: str = "cpu"
+    workers: int = 0  # decoding workers (ONNX Runtime validation; see gates/loader.py)
     limit: int | None = None
     fraction: float | None = None
     preprocessing: Preprocessing = Preprocessing()
@@ -85,7 +86,7 @@ def run_finetune(run: FinetuneRun) -> dict:
             if run.eval_data else None)
     config = gate_config(run, Path(run.data).is_dir())
     key = json.dumps({k: v for k, v in asdict(run).items()
-                      if k not in ("report", "resume", "force", "quiet", "progress")},
+                      if k not in ("report", "resume", "force", "quiet", "progress", "workers")},
                      sort_keys=True, default=str)
     checkpointer = Checkpointer(checkpoint_path(run.output), key)
     rank, world = distributed_context(device)
@@ -107,7 +108,8 @@ def run_finetune(run: FinetuneRun) -> dict:
     if rank == 0:
         if held is not None:
             report["validation"] = validate_models(teacher, result.model, held, provider="cpu",
-                                                   names=("teacher", "fine-tuned"))
+                                                   names=("teacher", "fine-tuned"),
+                                                   workers=run.workers)
             report["accuracy_teacher"] = report["validation"]["accuracy_original"]
             report["accuracy_after_finetuning"] = report["validation"]["accuracy_pruned"]
         save_model(result.model, run.output, external_data=loaded.used_external_data or None,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxprune.compress_data import (Inputs, calibration_pick, prepare_inputs,  # noqa: F401
+                                     with_data_shape)
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, RECALIBRATION_MODES,
                                      GateConfig)
@@ -53,6 +55,7 @@ class CompressConfig:
     preprocessing: Preprocessing = Preprocessing()
     input_shapes: dict | None = None  # {input name: dims} where the model's dims are dynamic
     device: str = "auto"  # torch device of gate training, recalibration and synthesis
+    workers: int = 0  # DataLoader worker processes decoding the data (0: the main process)
     finetune_epochs: int = 0  # after recalibration: fine-tune every weight (distillation)
     finetune_iterations: int | None = None  # instead of epochs: optimizer steps
     bench: bool = False
@@ -91,84 +94,10 @@ def _check_config(config: CompressConfig) -> None:
         raise OnnxPruneError(f"{out.parent}: output folder does not exist")
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """What each phase sees: training inputs (gates and calibration) and the evaluation set."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    mode: str  # the task loss, for the report
-    evaluation: object  # a Dataset
-    about: dict  # the evaluation set's source, size and indices, for the report
-    classes: tuple[str, ...] | None  # image folders: class names in label order
-
-
 def _device(config: CompressConfig) -> str:
     from onnxprune.gates.device import resolve_device
 
     return resolve_device(config.device)
-
-
-def _inputs(config: CompressConfig, model: onnx.ModelProto, device: str = "cpu") -> Inputs:
-    """Load --data and --eval-data; without --eval-data hold out a seeded part of --data that
-    neither gate training nor calibration sees; data-free: synthetic inputs, labelled so."""
-    from onnxprune.data import holdout_split, load_dataset, take
-    from onnxprune.runtime.session import model_num_classes
-
-    shape, classes = _input_shape(model, config.input_shapes), model_num_classes(model)
-    kwargs = dict(input_shape=shape, prep=config.preprocessing, num_classes=classes)
-    train = load_dataset(config.data, fraction=config.fraction, limit=config.limit,
-                         **kwargs) if config.data else None
-    names = train.classes if train is not None else None
-    evaluation = load_dataset(config.eval_data, class_names=names,
-                              **kwargs) if config.eval_data else None
-    about = {"source": "--eval-data", "path": config.eval_data}
-    if train is None:
-        x, mode = _synthetic_inputs(config, model, shape, device)
-        if evaluation is None:
-            from onnxprune.data import Dataset
-
-            train_idx, eval_idx = holdout_split(len(x), config.holdout, config.seed)
-            evaluation, x = Dataset(x[eval_idx]), x[train_idx]
-            about = {"source": "synthetic inputs (data-free): not a measure of accuracy"}
-        about["synthetic"] = config.eval_data is None
-        return Inputs(x, None, mode, evaluation, about, None)
-    mode = "cross-entropy on labels" if train.y is not None else "distillation (no labels)"
-    if evaluation is None:
-        train_idx, eval_idx = holdout_split(len(train), config.holdout, config.seed)
-        evaluation, train = take(train, eval_idx), take(train, train_idx)
-        about = {"source": f"held-out part of --data ({config.holdout:g}, seed {config.seed})",
-                 "path": config.data, "indices": eval_idx.tolist(),
-                 "training_indices": train_idx.tolist()}
-    return Inputs(train.x, train.y, mode, evaluation, about, train.classes)
-
-
-def _input_shape(model, input_shapes):
-    """The first input's declared shape, its dynamic non-batch dims sized by --input-shape."""
-    from onnxprune.inputshapes import resolve_names
-    from onnxprune.runtime.session import model_input_names, model_input_shape
-
-    shape = model_input_shape(model)
-    if not input_shapes or shape is None:
-        return shape
-    given = resolve_names(input_shapes, model_input_names(model)).get(model_input_names(model)[0])
-    if given is None or len(given) != len(shape):
-        return shape
-    return [d if (axis == 0 or isinstance(d, int)) else given[axis] for axis, d in enumerate(shape)]
-
-
-def _synthetic_inputs(config, model, shape, device):
-    from onnxprune.gates.synthetic import synthesize
-
-    if shape is None or any(not isinstance(d, int) for d in shape[1:]):
-        raise OnnxPruneError("data-free mode needs a static input shape (besides the batch): "
-                             "give --input-shape NAME:D0,D1,... or --data")
-    _log(config, "onnxprune: warning: no --data given: running data-free on synthetic inputs; "
-                 "real data gives better accuracy")
-    with Steps(config.quiet, config.progress).phase("data-free synthesis") as update:
-        x, how = synthesize(model, tuple(shape[1:]), seed=config.seed, device=device,
-                            progress=lambda done, total, label: update(done, label, total))
-    return x, f"data-free distillation ({how})"
 
 
 def _checkpoint_path(config: CompressConfig) -> Path:
@@ -178,7 +107,7 @@ def _checkpoint_path(config: CompressConfig) -> Path:
 def _settings_key(config: CompressConfig) -> str:
     keep = {k: v for k, v in asdict(config).items()
             if k not in ("report", "html", "summary_md", "eval_data", "bench", "provider",
-                         "resume", "force", "quiet", "progress", "finetune_epochs",
+                         "resume", "force", "quiet", "progress", "finetune_epochs", "workers",
                          "finetune_iterations",
                          "allow_small_eval", "max_accuracy_drop", "min_agreement")}
     return json.dumps(keep, sort_keys=True, default=str)
@@ -205,7 +134,7 @@ def _scores(config, model, analysis, x, y, device="cpu"):
     with Steps(config.quiet, config.progress).phase("gate training", config.iterations) as update:
         progress = _gate_progress(config, checkpointer, update)
         result = train_gates(model, analysis, x, y, config.target, gate_config, progress, state,
-                             device=device)
+                             device=device, workers=config.workers)
     history = {"best_iteration": result.best_iteration, "last": result.history[-1:],
                "batch_size": batch}
     notes = [] if batch == config.batch_size else [
@@ -262,7 +191,7 @@ def compress(config: CompressConfig) -> dict:
     loaded = load_model(config.model)
     model = loaded.model
     ensure_node_names(model)
-    config = _with_data_shape(config, model)
+    config = with_data_shape(config, model)
     shapes = config.input_shapes
     analysis, excluded = exclude_groups(analyze_channels(model, input_shapes=shapes),
                                         config.exclude)
@@ -272,7 +201,7 @@ def compress(config: CompressConfig) -> dict:
             "analyze' for the barriers")
         raise OnnxPruneError(f"nothing to prune: {why}")
     device = _device(config)
-    inputs = _inputs(config, model, device)
+    inputs = prepare_inputs(config, model, device)
     scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y, device)
     round_to = (auto_round_to(analysis, _provider_kind(config.provider))
                 if config.round_to == "auto" else config.round_to)
@@ -308,25 +237,6 @@ def compress(config: CompressConfig) -> dict:
     return report
 
 
-def _with_data_shape(config: CompressConfig, model: onnx.ModelProto) -> CompressConfig:
-    """Without --input-shape, a model whose input has dynamic non-batch dims is analysed at the
-    sample shape of its .npz --data (read from the array header)."""
-    from dataclasses import replace
-
-    from onnxprune.data import npz_sample_shape
-    from onnxprune.runtime.session import model_input_names, model_input_shape
-
-    shape = model_input_shape(model)
-    if (config.input_shapes or not config.data or not str(config.data).endswith(".npz")
-            or shape is None or len(model_input_names(model)) != 1
-            or all(isinstance(d, int) for d in shape[1:])):
-        return config
-    sample = npz_sample_shape(config.data)
-    if sample is None or len(sample) != len(shape) - 1:
-        return config
-    return replace(config, input_shapes={model_input_names(model)[0]: (1, *sample)})
-
-
 def _provider_kind(provider: str) -> str:
     """'cuda' for --provider cuda, else 'cpu' (auto may fall back to it; today both need 8)."""
     return "cuda" if provider == "cuda" else "cpu"
@@ -338,12 +248,11 @@ def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, d
         return pruned, [], []
     from onnxprune.gates.recalibrate import recalibrate
 
-    pick = np.sort(np.random.default_rng(config.seed).permutation(len(inputs.x))
-                   [:config.calibration_samples])
+    pick = calibration_pick(len(inputs.x), config.calibration_samples, config.seed)
     frozen = {node for row in excluded for node in row["nodes"]}
     with Steps(config.quiet, config.progress).phase("recalibration") as update:
         pruned, recalibrated = recalibrate(
-            model, pruned, inputs.x[pick], kept_channels(analysis, selection.keep),
+            model, pruned, inputs.x.subset(pick), kept_channels(analysis, selection.keep),
             mode=config.recalibration, device=device, frozen=frozen,
             batch_size=fixed_batch(model) or 64,
             progress=lambda done, total, name: update(done, name, total))
@@ -429,7 +338,8 @@ def _validate(config, model, pruned, inputs):
                              max_accuracy_drop=config.max_accuracy_drop,
                              min_agreement=config.min_agreement,
                              allow_small_eval=config.allow_small_eval,
-                             synthetic=bool(inputs.about.get("synthetic")))
+                             synthetic=bool(inputs.about.get("synthetic")),
+                             workers=config.workers)
     result["data"] = inputs.about["source"]
     return result
 

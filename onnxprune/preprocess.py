@@ -1,8 +1,14 @@
 """How image folders become model inputs: size, pixel scale, mean/std, channel order, layout, and
-how class folders map to the model's label indices. numpy only.
+how class folders map to the model's label indices. numpy (and Pillow to decode).
 
-A pixel ``p`` (0..255) becomes ``(p * pixel_scale - mean) / std`` per channel, in the model's
-channel order (RGB or BGR) and layout (NCHW or NHWC). A preset fills the values a user did not give.
+An image is converted to the model's channel count (1 → "L", 3 → "RGB") and sized to the model's
+(H, W): by default resized to exactly (H, W); with ``resize`` (``--resize N``) torchvision-style,
+its shorter side resized to N (bilinear, antialiased: Pillow's resize, as torchvision's ``Resize``
+on PIL images) then center-cropped to (H, W) (``CenterCrop``: zero padding where the image is
+smaller). The ``imagenet`` preset resizes the shorter side to ``round(max(H, W) * 256 / 224)``
+(256 for a 224x224 input) then crops. A pixel ``p`` (0..255) becomes ``(p * pixel_scale - mean)
+/ std`` per channel, in the model's channel order (RGB or BGR) and layout (NCHW or NHWC). A
+preset fills the values a user did not give.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ CHANNEL_ORDERS = ("rgb", "bgr")
 PRESETS: dict[str, dict] = {
     "unit": {"pixel_scale": 1 / 255, "mean": (0.0,), "std": (1.0,)},  # [0, 1], the default
     "imagenet": {"pixel_scale": 1 / 255, "mean": (0.485, 0.456, 0.406),
-                 "std": (0.229, 0.224, 0.225)},
+                 "std": (0.229, 0.224, 0.225), "resize": "256/224"},
     "symmetric": {"pixel_scale": 1 / 255, "mean": (0.5,), "std": (0.5,)},  # [-1, 1] (TF/Keras)
     "raw": {"pixel_scale": 1.0, "mean": (0.0,), "std": (1.0,)},  # 0..255 pixels as they are
     "caffe": {"pixel_scale": 1.0, "mean": (103.939, 116.779, 123.68), "std": (1.0,),
@@ -43,12 +49,14 @@ class Preprocessing:
     layout: str = "auto"  # auto | nchw | nhwc
     preset: str | None = None
     classes: str | None = None  # a file of class names in label order, or a compress report
+    resize: int | str | None = None  # shorter side N then center crop | "direct" | "256/224"
 
     def resolved(self) -> Preprocessing:
         """Every value filled in: the user's, else the preset's, else the 'unit' preset's."""
         if self.preset is not None and self.preset not in PRESETS:
             raise OnnxPruneError(f"unknown preset '{self.preset}' (one of {', '.join(PRESETS)})")
-        base = {"channel_order": "rgb", **PRESETS["unit"], **PRESETS.get(self.preset or "unit")}
+        base = {"channel_order": "rgb", "resize": "direct", **PRESETS["unit"],
+                **PRESETS.get(self.preset or "unit")}
         filled = {k: v for k, v in base.items() if getattr(self, k) is None}
         out = replace(self, **filled)
         if out.pixel_scale is None or not out.pixel_scale > 0:
@@ -57,6 +65,10 @@ class Preprocessing:
             raise OnnxPruneError(f"--channel-order must be rgb or bgr, got '{out.channel_order}'")
         if out.layout not in LAYOUTS:
             raise OnnxPruneError(f"--layout must be one of {', '.join(LAYOUTS)}")
+        if not (out.resize in ("direct", "256/224") or (isinstance(out.resize, int)
+                                                         and out.resize > 0)):
+            raise OnnxPruneError(f"--resize must be a positive size or 'direct', got "
+                                 f"'{out.resize}'")
         return out
 
     def is_default(self) -> bool:
@@ -139,6 +151,60 @@ def to_model_input(pixels: np.ndarray, prep: Preprocessing, layout: str) -> np.n
     out = (pixels * np.float32(prep.pixel_scale) - mean) / std
     return np.ascontiguousarray(out.transpose(2, 0, 1) if layout == "nchw" else out,
                                 dtype=np.float32)
+
+
+def shorter_side(prep: Preprocessing, size: tuple[int, int]) -> int | None:
+    """The size the shorter image side is resized to before the center crop to ``size`` (H, W),
+    or None for a direct resize to ``size`` (``prep`` resolved)."""
+    if prep.resize == "direct":
+        return None
+    if prep.resize == "256/224":
+        return round(max(size) * 256 / 224)
+    return int(prep.resize)
+
+
+def resize_and_crop(image, short: int, size: tuple[int, int]) -> np.ndarray:
+    """torchvision's ``Resize(short)`` then ``CenterCrop(size)`` of a PIL image, as an array."""
+    from PIL import Image
+
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+    pixels = np.asarray(image)
+    crop_h, crop_w = size
+    pad_h, pad_w = max(0, crop_h - new_h), max(0, crop_w - new_w)
+    if pad_h or pad_w:  # CenterCrop pads with zeros, left/top taking the smaller half
+        pads = [(pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2)]
+        pixels = np.pad(pixels, pads + [(0, 0)] * (pixels.ndim - 2))
+    top = int(round((pixels.shape[0] - crop_h) / 2.0))
+    left = int(round((pixels.shape[1] - crop_w) / 2.0))
+    return pixels[top:top + crop_h, left:left + crop_w]
+
+
+def decode_image(file, prep: Preprocessing, layout: str, channels: int,
+                 size: tuple[int, int]) -> np.ndarray:
+    """One image file as a model input (CHW or HWC float32); ``prep`` resolved. A file that
+    cannot be decoded is a one-line error naming it."""
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    short = shorter_side(prep, size)
+    try:
+        with Image.open(file) as image:
+            image = image.convert(mode)
+            if short is None:
+                pixels = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR),
+                                    dtype=np.float32)
+            else:
+                pixels = resize_and_crop(image, short, size).astype(np.float32)
+    except Exception as exc:
+        reason = (" ".join(str(exc).split()) or type(exc).__name__)[:200]
+        raise OnnxPruneError(f"{file}: cannot read image ({reason})") from None
+    return to_model_input(pixels, prep, layout)
 
 
 # --- labels by class name --------------------------------------------------------------------

@@ -94,7 +94,7 @@ def _hand(pixels, scale, mean, std, bgr=False, nhwc=False):
     ([None, 3, 5, 6], Preprocessing(pixel_scale=1.0), dict(scale=1.0, mean=0, std=1)),
     ([None, 5, 6, 3], Preprocessing(preset="caffe"),
      dict(scale=1.0, mean=PRESETS["caffe"]["mean"], std=1, bgr=True, nhwc=True)),
-    ([None, 3, 5, 6], Preprocessing(preset="imagenet"),
+    ([None, 3, 5, 6], Preprocessing(preset="imagenet", resize="direct"),
      dict(scale=1 / 255, mean=PRESETS["imagenet"]["mean"], std=PRESETS["imagenet"]["std"])),
 ])
 def test_layouts_channel_orders_and_pixel_scales(tmp_path, shape, prep, hand):

@@ -21,6 +21,7 @@ from onnxprune.analysis.groups import ChannelAnalysis
 from onnxprune.gates.config import GateConfig
 from onnxprune.gates.device import resolve_device
 from onnxprune.gates.executor import TorchGraph
+from onnxprune.gates.loader import Batches, batch_loader, epoch_order
 from onnxprune.select import MacCounter
 
 
@@ -138,9 +139,14 @@ def _first(output):
 def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray | None,
                 target: float, config: GateConfig = GateConfig(),
                 progress: Callable[[dict], None] | None = None,
-                state: dict | None = None, *, device: str = "cpu") -> GateResult:
+                state: dict | None = None, *, device: str = "cpu",
+                workers: int = 0) -> GateResult:
     """Train one gate per prunable channel towards ``target`` × the original MACs, on torch
-    ``device`` (auto|cpu|cuda|cuda:N; each batch is moved there)."""
+    ``device`` (auto|cpu|cuda|cuda:N; each batch is moved there).
+
+    ``x`` is array-like (a lazy dataset or an array): the batches (seeded permutations, fixed
+    before training) come through a ``DataLoader`` decoding them in ``workers`` processes
+    (``onnxprune.gates.loader``), the same batches for any number of workers."""
     device = resolve_device(device)
     torch.manual_seed(config.seed)
     gated = GatedGraph(model, analysis, device)
@@ -151,14 +157,14 @@ def train_gates(model, analysis: ChannelAnalysis, x: np.ndarray, y: np.ndarray |
     if state:  # resume
         start, best = _restore(gated, optimizer, state)
     target_macs = target * gated.macs_before
-    rng = np.random.default_rng(config.seed)
-    order = np.concatenate([rng.permutation(len(x)) for _ in range(
-        math.ceil(config.batch_size * config.iterations / max(len(x), 1)) + 1)])
+    order = epoch_order(len(x), config.batch_size, config.iterations, config.seed)
+    batches = batch_loader(x, y, Batches(order, config.batch_size, start, config.iterations),
+                           workers=workers, seed=config.seed,
+                           pin_memory=device.startswith("cuda"))
     history = []
-    for it in range(start, config.iterations):
-        idx = order[it * config.batch_size:(it + 1) * config.batch_size]
-        xb = torch.as_tensor(x[idx]).to(device)
-        yb = torch.as_tensor(y[idx]).to(device) if y is not None else None
+    for it, batch in zip(range(start, config.iterations), batches):
+        xb = batch[0].to(device)
+        yb = batch[1].to(device) if y is not None else None
         teacher = None
         if yb is None:
             with torch.no_grad():

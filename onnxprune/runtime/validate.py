@@ -28,7 +28,9 @@ import numpy as np
 from onnxprune.data import Dataset
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import MIN_EVAL_SAMPLES
-from onnxprune.runtime.session import ModelLike, RuntimeSession, create_session, run_batches
+from onnxprune.lazydata import iter_batches
+from onnxprune.runtime.session import (ModelLike, RuntimeSession, create_session, numpy_dtype,
+                                       static_batch)
 
 
 def validate_models(
@@ -44,15 +46,33 @@ def validate_models(
     min_samples: int = MIN_EVAL_SAMPLES,
     allow_small_eval: bool = False,
     synthetic: bool = False,
+    workers: int = 0,
 ) -> dict:
-    """Run both models on ``dataset`` and compare them; see the module docstring for the keys."""
+    """Run both models on ``dataset`` and compare them; see the module docstring for the keys.
+
+    The samples stream in batches (decoded once, by ``workers`` threads ahead of use, and run
+    through both models); only the top-1 classes and running error sums are kept, so memory
+    does not grow with the dataset."""
     _check_thresholds(max_accuracy_drop, min_agreement)
     names = names or (None, None)
     original = create_session(original_model, provider, threads, names[0])
     pruned = create_session(pruned_model, provider, threads, names[1])
     check_io_compatible(original, pruned)
-    outs_a = run_batches(original, dataset.x, batch_size)
-    outs_b = run_batches(pruned, dataset.x, batch_size)
+    out_names = original.output_names()
+    stats = [ErrorStats() for _ in out_names]
+    tops: tuple[list, list] | None = ([], [])
+    for outs_a, outs_b in _stream(original, pruned, dataset.x, batch_size, workers):
+        for name, stat, a, b in zip(out_names, stats, outs_a, outs_b):
+            if a.shape != b.shape:
+                raise OnnxPruneError(
+                    f"output '{name}' has shape {list(a.shape)} in the original but "
+                    f"{list(b.shape)} in the pruned model (one batch)")
+            stat.add(a, b)
+        if tops is not None and looks_like_logits(outs_a[0]) and looks_like_logits(outs_b[0]):
+            tops[0].append(np.argmax(outs_a[0], axis=1))
+            tops[1].append(np.argmax(outs_b[0], axis=1))
+        else:
+            tops = None
     result = {
         "original": original.name,
         "pruned": pruned.name,
@@ -60,16 +80,8 @@ def validate_models(
         "provider": original.provider if original.provider == pruned.provider
         else f"{original.provider} / {pruned.provider}",
     }
-    result.update(_classification(outs_a[0], outs_b[0], dataset.y))
-    out_names = original.output_names()
-    result["outputs"] = {}
-    for name, a, b in zip(out_names, outs_a, outs_b):
-        if a.shape != b.shape:
-            raise OnnxPruneError(
-                f"output '{name}' has shape {list(a.shape)} in the original but {list(b.shape)} "
-                f"in the pruned model"
-            )
-        result["outputs"][name] = error_stats(a, b)
+    result.update(_classification(tops, dataset.y))
+    result["outputs"] = {name: stat.result() for name, stat in zip(out_names, stats)}
     result["thresholds"] = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement}
     failures = _threshold_failures(result, max_accuracy_drop, min_agreement)
     result["evidence"] = evidence(result, min_samples, synthetic)
@@ -77,6 +89,48 @@ def validate_models(
     result["passed"] = not failures
     result["failures"] = failures
     return result
+
+
+def _runner(rs: RuntimeSession):
+    """A function running one batch (any size) through a one-input session; a model with a
+    static batch size gets batches of exactly that size (the last padded with copies of its
+    final sample, the padding dropped from the outputs); scalar outputs become one per run."""
+    inputs = rs.session.get_inputs()
+    if len(inputs) != 1:
+        raise OnnxPruneError(f"{rs.name}: has {len(inputs)} inputs; data-driven runs need "
+                             f"exactly one")
+    name, dtype, fixed = inputs[0].name, numpy_dtype(inputs[0].type), static_batch(inputs[0].shape)
+
+    def run_one(part: np.ndarray) -> list[np.ndarray]:
+        real = len(part)
+        if fixed and real < fixed:
+            part = np.concatenate([part, np.repeat(part[-1:], fixed - real, axis=0)])
+        try:
+            outs = rs.session.run(None, {name: part})
+        except Exception as exc:
+            reason = (" ".join(str(exc).split()) or type(exc).__name__)[:300]
+            raise OnnxPruneError(f"{rs.name}: inference failed ({reason})") from None
+        outs = [np.reshape(o, (1,)) if o.ndim == 0 else o for o in outs]
+        return [o[:real] if fixed and o.shape[0] == fixed else o for o in outs]
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        batch = batch.astype(dtype, copy=False)
+        step = fixed or len(batch)
+        parts = [run_one(batch[i:i + step]) for i in range(0, len(batch), step)]
+        return parts[0] if len(parts) == 1 else [np.concatenate(o) for o in zip(*parts)]
+
+    return run, fixed
+
+
+def _stream(original: RuntimeSession, pruned: RuntimeSession, x, batch_size: int, workers: int):
+    """(original outputs, pruned outputs) per batch of ``x``, each batch decoded once."""
+    if batch_size < 1:
+        raise OnnxPruneError(f"batch size must be at least 1, got {batch_size}")
+    run_a, fixed_a = _runner(original)
+    run_b, fixed_b = _runner(pruned)
+    step = fixed_a or fixed_b or batch_size
+    for _, batch in iter_batches(x, step, workers):
+        yield run_a(batch), run_b(batch)
 
 
 def _check_thresholds(max_accuracy_drop, min_agreement) -> None:
@@ -117,11 +171,12 @@ def looks_like_logits(output: np.ndarray) -> bool:
     return output.ndim == 2 and output.shape[1] > 1
 
 
-def _classification(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> dict:
+def _classification(tops, labels: np.ndarray | None) -> dict:
+    """Accuracy and agreement from the per-batch top-1 classes (None: not class logits)."""
     out = {"accuracy_original": None, "accuracy_pruned": None, "accuracy_drop": None, "agreement": None}
-    if not (looks_like_logits(a) and looks_like_logits(b)):
+    if tops is None or not tops[0]:
         return out
-    top_a, top_b = np.argmax(a, axis=1), np.argmax(b, axis=1)
+    top_a, top_b = np.concatenate(tops[0]), np.concatenate(tops[1])
     out["agreement"] = float(np.mean(top_a == top_b))
     if labels is not None:
         acc_a = 100.0 * float(np.mean(top_a == labels))
@@ -130,32 +185,54 @@ def _classification(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> 
     return out
 
 
+class ErrorStats:
+    """``error_stats`` accumulated batch by batch (float64 running sums)."""
+
+    def __init__(self):
+        self.count, self.max_abs, self.sum_abs, self.peak = 0, 0.0, 0.0, 0.0
+        self.dot, self.norm_a, self.norm_b = 0.0, 0.0, 0.0
+
+    def add(self, original: np.ndarray, pruned: np.ndarray) -> None:
+        a = np.asarray(original, dtype=np.float64).ravel()
+        b = np.asarray(pruned, dtype=np.float64).ravel()
+        if a.size == 0:
+            return
+        diff = np.abs(a - b)
+        self.count += a.size
+        self.max_abs = float(np.max([self.max_abs, diff.max()]))  # NaN propagates
+        self.sum_abs += float(diff.sum())
+        self.peak = float(np.max([self.peak, np.abs(a).max()]))
+        self.dot += float(np.dot(a, b))
+        self.norm_a += float(np.dot(a, a))
+        self.norm_b += float(np.dot(b, b))
+
+    def result(self) -> dict:
+        if self.count == 0:
+            return {"max_abs": 0.0, "mean_abs": 0.0, "cosine": 1.0, "rel_max_abs": 0.0}
+        norm_a, norm_b = np.sqrt(self.norm_a), np.sqrt(self.norm_b)
+        if norm_a == 0.0 and norm_b == 0.0:
+            cosine = 1.0
+        elif norm_a == 0.0 or norm_b == 0.0:
+            cosine = 0.0
+        else:
+            cosine = float(self.dot / (norm_a * norm_b))
+        if self.peak > 0:
+            rel = self.max_abs / self.peak
+        else:
+            rel = 0.0 if self.max_abs == 0.0 else None
+        return {
+            "max_abs": _finite(self.max_abs),
+            "mean_abs": _finite(self.sum_abs / self.count),
+            "cosine": _finite(cosine),
+            "rel_max_abs": _finite(rel),
+        }
+
+
 def error_stats(original: np.ndarray, pruned: np.ndarray) -> dict:
     """max_abs, mean_abs, cosine similarity and relative max abs of ``pruned`` vs ``original``."""
-    a = np.asarray(original, dtype=np.float64).ravel()
-    b = np.asarray(pruned, dtype=np.float64).ravel()
-    if a.size == 0:
-        return {"max_abs": 0.0, "mean_abs": 0.0, "cosine": 1.0, "rel_max_abs": 0.0}
-    diff = np.abs(a - b)
-    max_abs = float(diff.max())
-    peak = float(np.abs(a).max())
-    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if norm_a == 0.0 and norm_b == 0.0:
-        cosine = 1.0
-    elif norm_a == 0.0 or norm_b == 0.0:
-        cosine = 0.0
-    else:
-        cosine = float(np.dot(a, b) / (norm_a * norm_b))
-    if peak > 0:
-        rel = max_abs / peak
-    else:
-        rel = 0.0 if max_abs == 0.0 else None
-    return {
-        "max_abs": _finite(max_abs),
-        "mean_abs": _finite(float(diff.mean())),
-        "cosine": _finite(cosine),
-        "rel_max_abs": _finite(rel),
-    }
+    stats = ErrorStats()
+    stats.add(original, pruned)
+    return stats.result()
 
 
 def _finite(value: float | None) -> float | None:

@@ -1,0 +1,113 @@
+"""The data of one ``compress`` run: training samples (gates and calibration), the evaluation set,
+and what the report says about them. Nothing is decoded here: the samples are lazy views
+(``onnxprune.lazydata``) and every subset (the held-out part, the training part) is an index
+list into the same source.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnx
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.lazydata import LazyArray
+from onnxprune.progress import Steps
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What each phase sees: training inputs (gates and calibration) and the evaluation set."""
+
+    x: LazyArray  # array-like: len, shape, indexing decodes a float32 batch
+    y: np.ndarray | None
+    mode: str  # the task loss, for the report
+    evaluation: object  # a Dataset
+    about: dict  # the evaluation set's source, size and indices, for the report
+    classes: tuple[str, ...] | None  # image folders: class names in label order
+
+
+def prepare_inputs(config, model: onnx.ModelProto, device: str = "cpu") -> Inputs:
+    """Open --data and --eval-data; without --eval-data hold out a seeded part of --data that
+    neither gate training nor calibration sees; data-free: synthetic inputs, labelled so."""
+    from onnxprune.data import Dataset, holdout_split, load_dataset, take
+    from onnxprune.runtime.session import model_num_classes
+
+    shape, classes = input_shape(model, config.input_shapes), model_num_classes(model)
+    kwargs = dict(input_shape=shape, prep=config.preprocessing, num_classes=classes)
+    train = load_dataset(config.data, fraction=config.fraction, limit=config.limit,
+                         **kwargs) if config.data else None
+    names = train.classes if train is not None else None
+    evaluation = load_dataset(config.eval_data, class_names=names,
+                              **kwargs) if config.eval_data else None
+    about = {"source": "--eval-data", "path": config.eval_data}
+    if train is None:
+        x, mode = _synthetic_inputs(config, model, shape, device)
+        if evaluation is None:
+            train_idx, eval_idx = holdout_split(len(x), config.holdout, config.seed)
+            evaluation, x = Dataset(x.subset(eval_idx)), x.subset(train_idx)
+            about = {"source": "synthetic inputs (data-free): not a measure of accuracy"}
+        about["synthetic"] = config.eval_data is None
+        return Inputs(x, None, mode, evaluation, about, None)
+    mode = "cross-entropy on labels" if train.y is not None else "distillation (no labels)"
+    if evaluation is None:
+        train_idx, eval_idx = holdout_split(len(train), config.holdout, config.seed)
+        evaluation, train = take(train, eval_idx), take(train, train_idx)
+        about = {"source": f"held-out part of --data ({config.holdout:g}, seed {config.seed})",
+                 "path": config.data, "indices": eval_idx.tolist(),
+                 "training_indices": train_idx.tolist()}
+    return Inputs(train.x, train.y, mode, evaluation, about, train.classes)
+
+
+def input_shape(model, input_shapes):
+    """The first input's declared shape, its dynamic non-batch dims sized by --input-shape."""
+    from onnxprune.inputshapes import resolve_names
+    from onnxprune.runtime.session import model_input_names, model_input_shape
+
+    shape = model_input_shape(model)
+    if not input_shapes or shape is None:
+        return shape
+    given = resolve_names(input_shapes, model_input_names(model)).get(model_input_names(model)[0])
+    if given is None or len(given) != len(shape):
+        return shape
+    return [d if (axis == 0 or isinstance(d, int)) else given[axis] for axis, d in enumerate(shape)]
+
+
+def _synthetic_inputs(config, model, shape, device):
+    from onnxprune.gates.synthetic import synthesize
+    from onnxprune.lazydata import as_lazy
+
+    if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+        raise OnnxPruneError("data-free mode needs a static input shape (besides the batch): "
+                             "give --input-shape NAME:D0,D1,... or --data")
+    if not config.quiet:
+        print("onnxprune: warning: no --data given: running data-free on synthetic inputs; "
+              "real data gives better accuracy", file=sys.stderr, flush=True)
+    with Steps(config.quiet, config.progress).phase("data-free synthesis") as update:
+        x, how = synthesize(model, tuple(shape[1:]), seed=config.seed, device=device,
+                            progress=lambda done, total, label: update(done, label, total))
+    return as_lazy(x, "synthetic inputs"), f"data-free distillation ({how})"
+
+
+def with_data_shape(config, model: onnx.ModelProto):
+    """Without --input-shape, a model whose input has dynamic non-batch dims is analysed at the
+    sample shape of its .npz --data (read from the array header)."""
+    from onnxprune.data import npz_sample_shape
+    from onnxprune.runtime.session import model_input_names, model_input_shape
+
+    shape = model_input_shape(model)
+    if (config.input_shapes or not config.data or not str(config.data).endswith(".npz")
+            or shape is None or len(model_input_names(model)) != 1
+            or all(isinstance(d, int) for d in shape[1:])):
+        return config
+    sample = npz_sample_shape(config.data)
+    if sample is None or len(sample) != len(shape) - 1:
+        return config
+    return replace(config, input_shapes={model_input_names(model)[0]: (1, *sample)})
+
+
+def calibration_pick(count: int, samples: int, seed: int) -> np.ndarray:
+    """The calibration samples: a seeded choice of ``samples`` of ``count``, sorted."""
+    return np.sort(np.random.default_rng(seed).permutation(count)[:samples])
