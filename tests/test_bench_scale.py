@@ -61,9 +61,12 @@ def test_merge_replaces_rows_of_the_same_model_and_case_only(tmp_path):
     bench_scale.merge(path, [row, {"model": "m", "case": "folder", "wall_s": 2.0}], {"cpus": 2})
     bench_scale.merge(path, [dict(row, wall_s=3.0)], {"cpus": 2})
     bench_scale.merge(path, [dict(row, wall_s=9.0, smoke=True)], {"cpus": 2})
+    bench_scale.merge(path, [dict(row, wall_s=4.0, tag="small")], {"cpus": 2})
     data = json.loads(path.read_text())
-    got = sorted((r["case"], r.get("smoke", False), r["wall_s"]) for r in data["runs"])
-    assert got == [("datafree", False, 3.0), ("datafree", True, 9.0), ("folder", False, 2.0)]
+    got = sorted((r["case"], r.get("smoke", False), r.get("tag", ""), r["wall_s"])
+                 for r in data["runs"])
+    assert got == [("datafree", False, "", 3.0), ("datafree", False, "small", 4.0),
+                   ("datafree", True, "", 9.0), ("folder", False, "", 2.0)]
     assert data["cpus"] == 2 and not list(tmp_path.glob("*.tmp"))
 
 

@@ -49,8 +49,10 @@ PHASE_METHOD = (
     "update); a phase's wall time runs from its first line to its last (done == total), and "
     "'after <phase>' from there to the next phase's first line or the end of the process: the "
     "work without progress output (selection and surgery after gate training, validation and "
-    "saving after recalibration); 'startup' is from the start of the process to the first "
-    "progress line (model load, analysis, data loading). Peak RSS per phase uses the same spans")
+    "saving after recalibration) and the first step of the next phase, done before that phase's "
+    "first line (e.g. recalibration's first layer); 'startup' is from the start of the process "
+    "to the first progress line (model load, analysis, data loading). Peak RSS per phase uses "
+    "the same spans")
 LINE = re.compile(r"^(?P<label>[A-Za-z][\w -]*?): (?P<done>\d+)/(?P<total>\d+)")
 
 
@@ -204,7 +206,7 @@ def phases(transitions, end: float) -> dict[str, float]:
 
 def run_case(model: str, case: str, args, work: Path) -> dict:
     path = build_model(model, work)
-    out_dir = work / f"{model}_{case}"
+    out_dir = work / "_".join(filter(None, (model, case, args.tag)))
     out_dir.mkdir(exist_ok=True)
     report_path = out_dir / "report.json"
     report_path.unlink(missing_ok=True)
@@ -287,17 +289,21 @@ def source_commit(source: Path) -> str:
         return "unknown"
 
 
+def _key(row: dict) -> tuple:
+    return (row["model"], row["case"], row.get("smoke", False), row.get("tag", ""),
+            row.get("commit", ""))
+
+
 def merge(path: Path, rows: list[dict], meta: dict) -> None:
-    """Merge ``rows`` into the JSON at ``path`` by (model, case, smoke); atomic write, under a
-    lock so that two runs of this tool may share one file."""
+    """Merge ``rows`` into the JSON at ``path`` by (model, case, smoke, tag, commit); written
+    atomically, under a lock so that two runs of this tool may share one file."""
     import fcntl
 
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": []}
-        keys = {(r["model"], r["case"], r.get("smoke", False)) for r in rows}
-        data["runs"] = [r for r in data.get("runs", [])
-                        if (r["model"], r["case"], r.get("smoke", False)) not in keys] + rows
+        data["runs"] = [r for r in data.get("runs", []) if _key(r) not in set(map(_key, rows))]
+        data["runs"] += rows
         data.update(meta)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -321,6 +327,8 @@ def main(argv=None) -> int:
     parser.add_argument("--source", type=Path, default=ROOT,
                         help="the tree whose onnxprune package runs (e.g. a 'git archive' export "
                              "of one commit, with its id in a .commit file) [this repository]")
+    parser.add_argument("--tag", default="",
+                        help="names a variant of the settings; rows merge by model, case, smoke, tag, commit")
     parser.add_argument("--note", default="", help="free text stored with the runs")
     parser.add_argument("--json", type=Path, help="merge the results into this JSON")
     args = parser.parse_args(argv)
@@ -337,7 +345,7 @@ def main(argv=None) -> int:
             if case not in CASES[model]:
                 continue
             row = run_case(model, case, args, args.work)
-            row.update(smoke=args.smoke, commit=source_commit(args.source), note=args.note)
+            row.update(smoke=args.smoke, tag=args.tag, commit=source_commit(args.source), note=args.note)
             rows.append(row)
             print(json.dumps({k: row.get(k) for k in (
                 "model", "case", "returncode", "wall_s", "timed_out", "phase_at_end", "phase_s",
