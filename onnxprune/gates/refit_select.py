@@ -147,7 +147,8 @@ def _reading_layers(analysis: ChannelAnalysis) -> list[_Layer]:
     return layers
 
 
-def _collect(model, layers: list[_Layer], x: np.ndarray, batch: int, device: str) -> None:
+def _collect(model, layers: list[_Layer], x, batch: int, device: str) -> None:
+    """Accumulate each layer's H over ``x`` (an array or a lazy one), ``batch`` rows at a time."""
     graph = TorchGraph(model).float().to(device)
 
     def hook(layer):
@@ -191,11 +192,12 @@ ALLOCATIONS = ("macs", "uniform", "error")  # macs: chosen on validation (issue 
 # benchmarks/yardstick_val_search.json): best mean over the cells, no cell far behind
 
 
-def refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: int = 512,
+def refit_scores(model, analysis: ChannelAnalysis, x, *, samples: int = 512,
                  seed: int = 0, batch: int = 64, device: str = "cpu",
                  allocation: str = "macs", mac_power: float = 1.0) -> np.ndarray:
-    """Per global channel, higher = keep: the cumulative relative refit error when the greedy
-    removal of its group reaches it (see the module docstring), then made comparable across
+    """Per global channel, higher = keep (``x``: the training inputs, an array or a lazy one;
+    ``samples`` of them, the same seeded pick as the recalibration's): the cumulative relative
+    refit error when the greedy removal of its group reaches it (see the module docstring), then made comparable across
     groups by ``allocation``: ``macs`` (the default: divided by one channel's MACs^``mac_power``,
     the error per MAC saved), ``uniform`` (rank within the group: every group loses the same
     fraction), ``error`` (as is: every group pruned to the same relative refit error)."""
@@ -212,11 +214,12 @@ def refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: in
     return raw
 
 
-def raw_refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples: int = 512,
+def raw_refit_scores(model, analysis: ChannelAnalysis, x, *, samples: int = 512,
                      seed: int = 0, batch: int = 64, device: str = "cpu") -> np.ndarray:
     """The cumulative relative refit errors (``allocation="error"``); groups without a
     reading layer fall back to L1 below every refit score, groups that cannot be pruned get
     a score above every other."""
+    from onnxprune.lazydata import subset
     from onnxprune.scores import l1_scores
 
     device = resolve_device(device)
@@ -224,7 +227,7 @@ def raw_refit_scores(model, analysis: ChannelAnalysis, x: np.ndarray, *, samples
     if len(pick) >= batch:  # whole batches only: a model may fix its batch size
         pick = pick[:len(pick) // batch * batch]
     layers = _reading_layers(analysis)
-    _collect(model, layers, x[pick], batch, device)
+    _collect(model, layers, subset(x, pick), batch, device)  # read one batch at a time
     scores = np.zeros(analysis.total_channels)
     fallback = []
     for g in analysis.groups:

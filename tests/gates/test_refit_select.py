@@ -100,3 +100,13 @@ def test_obs_cost_and_update_equal_the_explicit_least_squares_refit():
     assert np.isclose(cost * energy, explicit, rtol=1e-8)
     layer.remove(torch.as_tensor([2, 3]))
     assert np.allclose(layer.wt.numpy(), full, atol=1e-8)
+
+
+def test_a_lazy_dataset_gives_the_scores_of_its_array():
+    from onnxprune.lazydata import as_lazy
+
+    model = _cnn(duplicate=False)
+    x = np.random.default_rng(3).standard_normal((96, 3, 8, 8)).astype(np.float32)
+    plain = refit_scores(model, analyze_channels(model), x, samples=64, batch=32)
+    lazy = refit_scores(model, analyze_channels(model), as_lazy(x), samples=64, batch=32)
+    assert np.array_equal(plain, lazy)
