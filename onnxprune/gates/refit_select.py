@@ -195,12 +195,13 @@ ALLOCATIONS = ("macs", "uniform", "error")  # macs: chosen on validation (issue 
 def refit_scores(model, analysis: ChannelAnalysis, x, *, samples: int = 512,
                  seed: int = 0, batch: int = 64, device: str = "cpu",
                  allocation: str = "macs", mac_power: float = 1.0) -> np.ndarray:
-    """Per global channel, higher = keep (``x``: the training inputs, an array or a lazy one;
-    ``samples`` of them, the same seeded pick as the recalibration's): the cumulative relative
-    refit error when the greedy removal of its group reaches it (see the module docstring),
-    made comparable across groups by ``allocation``: ``macs`` (the default: divided by one
-    channel's MACs^``mac_power``, the error per MAC saved), ``uniform`` (rank within the group: every group loses the same
-    fraction), ``error`` (as is: every group pruned to the same relative refit error)."""
+    """Per global channel, higher = keep: the cumulative relative refit error when the greedy
+    removal of its group reaches it (see the module docstring), made comparable across groups
+    by ``allocation``: ``macs`` (the default: divided by one channel's MACs^``mac_power``, the
+    error per MAC saved), ``uniform`` (rank within the group: every group loses the same
+    fraction) or ``error`` (as is: every group pruned to the same relative refit error).
+    ``x``: the training inputs, an array or a lazy one; ``samples`` of them are used, the same
+    seeded pick as the recalibration's."""
     from onnxprune.scores import discount_by_macs, uniform_within_groups
 
     if allocation not in ALLOCATIONS:
