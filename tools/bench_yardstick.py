@@ -3,8 +3,9 @@
 For each reference model ``models/fashion_<name>.onnx`` and MAC target, runs
 
 * ours, through the public API (``CompressConfig`` + ``compress``): every ``--methods``
-  (autobot, l1, bn-scale, random) x every ``--recalibrations`` (reconstruct, stats) x every
-  ``--seeds``; gates and calibration read the 55,000-image training split, figures are measured
+  (autobot, refit, l1, bn-scale, random) x every ``--recalibrations`` (reconstruct, stats) x
+  every ``--seeds`` (a method ``compress`` does not know yet, ``refit``, runs its steps one by
+  one: ``one_steps``; ``--calibration-samples`` and ``--refit-allocation`` as in compress); gates and calibration read the 55,000-image training split, figures are measured
   on ``--split`` (``test``: the 10,000 test images, the final benchmark; ``val``: the 5,000
   validation images, the only split used to choose settings);
 * the peer, onnxsim 0.8.x (``onnxsim.pruning.apply_structured_pruning`` with L2 filter norms,
@@ -20,7 +21,8 @@ For each reference model ``models/fashion_<name>.onnx`` and MAC target, runs
 Accuracies are top-1 % before any fine-tuning; "± se" is the standard error of the mean over the
 seeds combined with the binomial sampling error of the evaluation set
 (``sqrt(s²/n + p(1-p)/N)``). Prints the per-run table, the summary table (markdown, the README
-text) and the acceptance verdict; writes JSON (``--json``); ``--readme README.md`` rewrites only the
+text) and the acceptance verdict for ``--default`` (METHOD/RECALIBRATION, checked against every
+other method of ours and the peer); writes JSON (``--json``); ``--readme README.md`` rewrites only the
 text between ``<!-- yardstick-table -->`` and ``<!-- /yardstick-table -->``.
 
     apt-get install -y dataset-fashion-mnist
