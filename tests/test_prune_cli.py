@@ -21,7 +21,7 @@ from onnxprune.cli import main
 def small(tmp_path):
     b = Builder(0)
     y = stem(b, 6)
-    g = b.conv(b.op("Relu", [b.conv(y, 6, 4)]), 4, 4, group=2)  # grouped: stem and conv block
+    g = b.op("LRN", [b.op("Relu", [b.conv(y, 6, 4)])], size=3)  # LRN blocks the conv before it
     m = b.model([head(b, b.op("Relu", [g]), 4)])
     path = tmp_path / "model.onnx"
     onnx.save(m, str(path))
@@ -56,7 +56,7 @@ def _bad(tmp_path, model, plan_text, *names):
 
 def test_prunable_groups(small):
     _, a = small
-    # the grouped conv blocks the conv before it; its own outputs are no group
+    # LRN sums over the conv's channels: a true barrier
     assert [(g.channels, g.prunable) for g in a.groups] == [(6, True), (4, False), (3, False)]
 
 
@@ -76,7 +76,7 @@ def test_barrier_group(tmp_path, small):
     g = small[1].groups[1]
     message = _bad(tmp_path, small[0], json.dumps({"keep": {g.id: [0, 1]}}), f"'{g.id}'",
                    "not prunable")
-    assert "grouped conv" in message
+    assert "LRN" in message and "normalizes across channels" in message
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"keep": [1]}', '{"keep": 3}',
