@@ -298,8 +298,11 @@ def merge(path: Path, rows: list[dict], meta: dict) -> None:
     """Merge ``rows`` into the JSON at ``path`` by (model, case, smoke, tag, commit); written
     atomically, under a lock so that two runs of this tool may share one file."""
     import fcntl
+    import hashlib
+    import tempfile
 
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"bench_scale_{digest}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": []}
         data["runs"] = [r for r in data.get("runs", []) if _key(r) not in set(map(_key, rows))]
