@@ -15,7 +15,7 @@ from onnxprune.cli_options import (NumberList, Fraction, compose, device_option,
                                    input_shape_option, json_option,
                                    preprocessing, preprocessing_options, provider_option,
                                    subset_options, threads_option, threshold_options,
-                                   workers_option)
+                                   workers_option, MemorySize)
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
 from onnxprune.finetuning import AUGMENT
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, MIN_EVAL_SAMPLES,
@@ -281,7 +281,10 @@ class RoundTo(click.ParamType):
 @click.option("-o", "--output", type=click.Path(), help="Output model [MODEL_pruned.onnx].")
 @click.option("--report", type=click.Path(), help="Write the JSON report here.")
 @html_options
-@click.option("--method", default="autobot", show_default=True, type=click.Choice(METHODS))
+@click.option("--method", default="auto", show_default=True, type=click.Choice(METHODS),
+              help="autobot: trained gates; refit: channels the least-squares refit can "
+                   "rebuild go first (no gate training); auto: refit when --recalibration "
+                   "reconstruct runs on real data, autobot otherwise.")
 @click.option("--beta", default=_GATES.beta, show_default=True, type=float,
               help="Weight of the FLOPs loss.")
 @click.option("--gamma", default=_GATES.gamma, show_default=True, type=float,
@@ -311,6 +314,9 @@ class RoundTo(click.ParamType):
 @preprocessing_options
 @input_shape_option
 @device_option
+@click.option("--memory-budget", type=MemorySize(), default=None,
+              help="Bytes for cached activations in recalibration and data-free synthesis, "
+                   "spilled to a temporary folder past it (512M, 2G) [1/8 of RAM, at most 1G].")
 @workers_option
 @click.option("--bench", is_flag=True, help="Also benchmark original vs pruned latency.")
 @provider_option
@@ -327,7 +333,7 @@ class RoundTo(click.ParamType):
               help="Progress bars also when stderr is not a terminal (e.g. in CI logs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compress(model, output, as_json, **params):
-    """Prune MODEL to --target of its MACs with AutoBot gates (or a baseline)."""
+    """Prune MODEL to --target of its MACs (refit scores, AutoBot gates or a baseline)."""
     from pathlib import Path
 
     from onnxprune import api

@@ -56,6 +56,21 @@ class Fraction(click.ParamType):
         return number
 
 
+class MemorySize(click.ParamType):
+    """A size in bytes: 512M, 2G, 1000000 (K/M/G/T are powers of 1024)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from onnxprune.errors import OnnxPruneError
+        from onnxprune.gates.memory import parse_size
+
+        try:
+            return parse_size(value)
+        except OnnxPruneError as error:
+            self.fail(str(error), param, ctx)
+
+
 class Resize(click.ParamType):
     """'direct' or a positive size of the shorter image side."""
 

@@ -87,6 +87,7 @@ def _synthetic_inputs(config, model, shape, device):
               "real data gives better accuracy", file=sys.stderr, flush=True)
     with Steps(config.quiet, config.progress).phase("data-free synthesis") as update:
         x, how = synthesize(model, tuple(shape[1:]), seed=config.seed, device=device,
+                            memory_budget=config.memory_budget,
                             progress=lambda done, total, label: update(done, label, total))
     return as_lazy(x, "synthetic inputs"), f"data-free distillation ({how})"
 

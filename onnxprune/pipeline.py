@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ class CompressConfig:
     report: str | None = None
     html: str | None = None  # the self-contained HTML report (the [report] extra)
     summary_md: str | None = None  # the summary as Markdown, for CI step summaries
-    method: str = "autobot"
+    method: str = "auto"  # see resolve_method
     beta: float = GateConfig.beta
     gamma: float = GateConfig.gamma
     lr: float = GateConfig.lr
@@ -55,6 +55,7 @@ class CompressConfig:
     preprocessing: Preprocessing = Preprocessing()
     input_shapes: dict | None = None  # {input name: dims} where the model's dims are dynamic
     device: str = "auto"  # torch device of gate training, recalibration and synthesis
+    memory_budget: int | None = None  # bytes for cached activations (None: gates.memory default)
     workers: int = 0  # DataLoader worker processes decoding the data (0: the main process)
     finetune_epochs: int = 0  # after recalibration: fine-tune every weight (distillation)
     finetune_iterations: int | None = None  # instead of epochs: optimizer steps
@@ -108,13 +109,32 @@ def _settings_key(config: CompressConfig) -> str:
     keep = {k: v for k, v in asdict(config).items()
             if k not in ("report", "html", "summary_md", "eval_data", "bench", "provider",
                          "resume", "force", "quiet", "progress", "finetune_epochs", "workers",
+                         "memory_budget",
                          "finetune_iterations",
                          "allow_small_eval", "max_accuracy_drop", "min_agreement")}
     return json.dumps(keep, sort_keys=True, default=str)
 
 
+def resolve_method(config: CompressConfig) -> str:
+    """``auto``: refit where a least-squares refit on real data follows the selection (it won
+    every Fashion-MNIST validation cell against autobot there), autobot otherwise."""
+    if config.method != "auto":
+        return config.method
+    refit_follows = config.recalibrate and config.recalibration == "reconstruct"
+    return "refit" if refit_follows and config.data is not None else "autobot"
+
+
 def _scores(config, model, analysis, x, y, device="cpu"):
     """Per-channel scores of the chosen method, and notes for the report."""
+    if config.method == "refit":
+        from onnxprune.gates.refit_select import refit_scores
+
+        with Steps(config.quiet, config.progress).phase("refit scores", 1) as update:
+            scores = refit_scores(model, analysis, x, samples=config.calibration_samples,
+                                  seed=config.seed, batch=fixed_batch(model) or 64,
+                                  device=device)
+            update(1)
+        return scores, [], None
     if config.method != "autobot":
         from onnxprune.scores import baseline_scores
 
@@ -187,6 +207,7 @@ def compress(config: CompressConfig) -> dict:
     from onnxprune.surgery import prune_model
 
     _check_config(config)
+    requested, config = config.method, replace(config, method=resolve_method(config))
     started = time.monotonic()
     loaded = load_model(config.model)
     model = loaded.model
@@ -212,7 +233,10 @@ def compress(config: CompressConfig) -> dict:
     report = _report(config, model, pruned, analysis, selection, inputs, notes, training,
                      recalibrated)
     report["excluded"] = excluded
-    report["notes"] = [*analysis.notes, *report["notes"]]
+    report["method_requested"] = requested
+    auto = ([f"--method auto chose {config.method} (refit where a least-squares refit on real "
+             f"data follows, autobot otherwise)"] if requested == "auto" else [])
+    report["notes"] = [*analysis.notes, *auto, *report["notes"]]
     report["round_to"] = round_to if isinstance(round_to, int) else {
         "auto": sorted(set(round_to.values())) or [1], "groups": round_to}
     report["evaluation"] = {**inputs.about, "samples": len(inputs.evaluation),
@@ -254,7 +278,7 @@ def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, d
         pruned, recalibrated = recalibrate(
             model, pruned, inputs.x.subset(pick), kept_channels(analysis, selection.keep),
             mode=config.recalibration, device=device, frozen=frozen,
-            batch_size=fixed_batch(model) or 64,
+            batch_size=fixed_batch(model) or 64, memory_budget=config.memory_budget,
             progress=lambda done, total, name: update(done, name, total))
     training = inputs.about.get("training_indices")
     return pruned, recalibrated, (np.asarray(training)[pick].tolist() if training is not None

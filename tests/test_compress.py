@@ -40,12 +40,32 @@ def small_data(tmp_path_factory) -> tuple[Path, Path]:
 def _config(tmp_path: Path, data, **kwargs) -> CompressConfig:
     base = dict(model=str(VGG), output=str(tmp_path / "out.onnx"), target=0.5,
                 data=str(data) if data else None, iterations=6, batch_size=32, round_to=1,
-                calibration_samples=128, quiet=True)
+                calibration_samples=128, quiet=True, method="autobot")
     base.update(kwargs)
     return CompressConfig(**base)
 
 
-@pytest.mark.parametrize("method", ["autobot", "l1", "bn-scale", "random"])
+def test_auto_method_is_refit_before_a_refit_on_real_data_and_autobot_otherwise(tmp_path):
+    from onnxprune.pipeline import resolve_method
+
+    def resolved(data="d.npz", **kwargs):
+        return resolve_method(_config(tmp_path, data, **{"method": "auto", **kwargs}))
+
+    assert resolved() == "refit"
+    assert resolved(recalibration="stats") == "autobot"
+    assert resolved(recalibrate=False) == "autobot"
+    assert resolved(data=None) == "autobot"
+    assert resolved(method="l1") == "l1"
+
+
+def test_auto_method_reports_its_choice(tmp_path, small_data):
+    report = compress(_config(tmp_path, small_data[0], method="auto"))
+    assert report["method"] == "refit" and report["method_requested"] == "auto"
+    assert any("--method auto chose refit" in note for note in report["notes"])
+    assert report["macs_ratio"] <= 0.5
+
+
+@pytest.mark.parametrize("method", ["autobot", "refit", "l1", "bn-scale", "random"])
 def test_every_method_hits_the_target_from_below(tmp_path, small_data, method):
     eval_data = small_data[0].parent / "test.npz"
     report = compress(_config(tmp_path, small_data[0], method=method, eval_data=str(eval_data),

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _compress(tmp_path, *extra):
     argv = ["compress", str(ROOT / "models" / "vgg.onnx"), "--data",
             str(ROOT / "models" / "mnist_train.npz"), "--limit", "200", "--iterations", "3",
-            "--batch-size", "8", "--calibration-samples", "16", "-o", str(tmp_path / "o.onnx"),
+            "--batch-size", "8", "--calibration-samples", "16", "--method", "autobot", "-o", str(tmp_path / "o.onnx"),
             *extra]
     return CliRunner().invoke(main, argv)
 

@@ -45,8 +45,9 @@ class _Plan:
 class TorchGraph(nn.Module):
     """An ONNX model as a torch module; weights are frozen buffers that move with ``.to()``.
 
-    With ``trainable=True`` every float32 initializer that a node reads is an ``nn.Parameter``
-    instead (fine-tuning): nodes reading it are not folded, so gradients reach it;
+    With ``trainable=True`` every float32 initializer of at least one dimension that a node
+    reads is an ``nn.Parameter`` instead (fine-tuning): nodes reading it are not folded, so
+    gradients reach it (0-d constants such as Clip bounds stay folded);
     ``trainable_weights()`` maps initializer names to those parameters.
     """
 
@@ -76,7 +77,7 @@ class TorchGraph(nn.Module):
         read = {name for n in self._nodes for name in n.input}
         for index, init in enumerate(graph.initializer):
             value = _to_torch(init)
-            if trainable and value.dtype == torch.float32 and init.name in read:
+            if trainable and value.dtype == torch.float32 and value.ndim > 0 and init.name in read:
                 self.register_parameter(f"_p{index}", nn.Parameter(value))
                 self._param_names[init.name] = f"_p{index}"
                 continue
