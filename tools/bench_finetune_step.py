@@ -78,6 +78,21 @@ def bench(name: str, dynamo: bool, batch: int, steps: int, warmup: int) -> dict:
             "ratio_vs_unfused": round(ms["executor"] / ms["native"], 3)}
 
 
+def markdown(report: dict) -> str:
+    """The README table of one run."""
+    load = ", ".join(f"{v:.1f}" for v in report["load_average_at_start"])
+    lines = [f"Machine: {report['cpu']}, {report['cpus']} cores, {report['threads']} torch threads, "
+             f"load average {load} at the start; batch {report['batch']}, median of "
+             f"{report['steps']} interleaved steps; target executor ÷ fused native ≤ "
+             f"{report['target']}.", "",
+             "| model | exporter | native fused ms | executor ms | ÷ fused native | ÷ unfused native |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['exporter']} | {r['native_fused_ms']:.1f} | "
+              f"{r['executor_ms']:.1f} | {r['ratio_vs_fused']:.2f} | {r['ratio_vs_unfused']:.2f} |"
+              for r in report["rows"]]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -86,7 +101,12 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", default=list(refmodels.MODELS))
     parser.add_argument("--exporters", nargs="*", default=["torchscript", "dynamo"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--table-from", type=Path, metavar="JSON",
+                        help="print the README table of a saved run and exit")
     args = parser.parse_args(argv)
+    if args.table_from:
+        print(markdown(json.loads(args.table_from.read_text())))
+        return 0
     torch.manual_seed(0)
     load, rows = os.getloadavg(), []
     for name in args.models:
