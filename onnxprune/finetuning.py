@@ -100,7 +100,8 @@ def run_finetune(run: FinetuneRun) -> dict:
         result = finetune(loaded.model, teacher, train.x, train.y, config, device=device,
                           eval_set=(held.x, held.y) if held is not None else None,
                           progress=lambda s, t, terms: update(s, _terms(terms), t),
-                          checkpointer=checkpointer, resume=run.resume)
+                          checkpointer=checkpointer, resume=run.resume,
+                          workers=run.workers)
     report = {"pruned": run.pruned, "teacher": run.teacher, "output": run.output,
               "world_size": world, "steps": result.steps, "epochs": result.history,
               "accuracy_after_pruning": before,

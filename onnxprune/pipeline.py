@@ -300,7 +300,8 @@ def _finetune(config, model, pruned, inputs, device):
         result = finetune(pruned, model, inputs.x, inputs.y, settings, device=device,
                           eval_set=(held.x, held.y) if held.y is not None else None,
                           progress=lambda step, total, terms: update(
-                              step, " ".join(f"{k} {v:.3f}" for k, v in terms.items()), total))
+                              step, " ".join(f"{k} {v:.3f}" for k, v in terms.items()), total),
+                          workers=config.workers)
     section = {"steps": result.steps, "epochs": result.history,
                "accuracy_after_pruning": before["accuracy_pruned"],
                "agreement_after_pruning": before["agreement"],

@@ -20,7 +20,7 @@ MALFORMED = {
     "--target": "2", "--round-to": "eight", "--holdout": "1", "--iterations": "x",
     "--method": "bogus", "--recalibration": "magic", "--calibration-samples": "0",
     "--warmup": "-1", "--duration": "soon", "--min-speedup": "fast", "--lr": "-1",
-    "--memory-budget": "12Q", "--workers": "-1",
+    "--memory-budget": "12Q", "--workers": "-1", "--resize": "0",
 }
 
 

@@ -24,7 +24,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DistributedSampler
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import FinetuneConfig
@@ -107,15 +107,15 @@ def _optimizer(params, config: FinetuneConfig):
     raise OnnxPruneError(f"--optimizer must be sgd or adamw, got '{config.optimizer}'")
 
 
-def _loader(x, y, config: FinetuneConfig, rank: int, world: int, per_rank: int):
-    tensors = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))]
-    if y is not None:
-        tensors.append(torch.from_numpy(np.asarray(y, dtype=np.int64)))
-    dataset = TensorDataset(*tensors)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+def _loader(x, y, config: FinetuneConfig, rank: int, world: int, per_rank: int,
+            workers: int = 0):
+    """Samples decoded on access (in ``workers`` processes), in the DistributedSampler's order:
+    the same batches as a TensorDataset of the decoded array, for any number of workers."""
+    from onnxprune.gates.loader import SampleSet, sample_loader
+
+    sampler = DistributedSampler(SampleSet(x, y), num_replicas=world, rank=rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
-    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                      num_workers=0), sampler
+    return sample_loader(x, y, per_rank, sampler, workers=workers, seed=config.seed), sampler
 
 
 def _plan(n: int, config: FinetuneConfig, world: int) -> tuple[int, int, int]:
@@ -196,7 +196,7 @@ def trained_weights(student: TorchGraph) -> dict[str, torch.nn.Parameter]:
 def finetune(pruned: onnx.ModelProto, teacher: onnx.ModelProto | None, x: np.ndarray,
              y: np.ndarray | None, config: FinetuneConfig, device: str = "cpu",
              eval_set: tuple[np.ndarray, np.ndarray] | None = None, progress=None,
-             checkpointer=None, resume: bool = False) -> FinetuneResult:
+             checkpointer=None, resume: bool = False, workers: int = 0) -> FinetuneResult:
     """Train every float32 weight of ``pruned``; ``progress(step, total, terms)`` per step."""
     torch.manual_seed(config.seed)
     rank, world = distributed_context(device)
@@ -214,7 +214,7 @@ def finetune(pruned: onnx.ModelProto, teacher: onnx.ModelProto | None, x: np.nda
         model = DistributedDataParallel(student)
     optimizer = _optimizer(list(weights.values()), config)
     per_rank, per_epoch, total = _plan(len(x), config, world)
-    loader, sampler = _loader(x, y, config, rank, world, per_rank)
+    loader, sampler = _loader(x, y, config, rank, world, per_rank, workers)
     state = checkpointer.load() if (resume and checkpointer is not None) else None
     step = _restore(weights, optimizer, state) if state else 0
     history, sums = [], {"loss": 0.0, "kd": 0.0, "ce": 0.0, "n": 0}
