@@ -224,7 +224,7 @@ def test_killed_compress_leaves_no_output_and_resumes(tmp_path, small_data, sig)
     out = tmp_path / "out"
     out.mkdir()
     args = ["compress", str(VGG), "--data", str(small_data[0]), "-o", str(out / "m.onnx"),
-            "--iterations", "30", "--batch-size", "16", "--no-recalibrate", "--quiet"]
+            "--iterations", "200", "--batch-size", "16", "--no-recalibrate", "--quiet"]
     result = run_and_kill(args, out, sig, when=when_path_appears(out, "m.onnx.ckpt.npz"))
     assert result.killed
     assert not (out / "m.onnx").exists()
