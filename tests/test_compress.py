@@ -227,7 +227,7 @@ def test_killed_compress_leaves_no_output_and_resumes(tmp_path, small_data, sig)
             "--iterations", "200", "--batch-size", "16", "--no-recalibrate", "--quiet"]
     result = run_and_kill(args, out, sig, when=when_path_appears(out, "m.onnx.ckpt.npz"))
     assert result.killed
-    assert not (out / "m.onnx").exists()
+    assert not (out / "m.onnx").exists(), (result.returncode, result.stderr[-3000:])
     assert_no_partial_outputs(out, result, resumable=["m.onnx.ckpt.npz"])
     resumed = CliRunner().invoke(main, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output

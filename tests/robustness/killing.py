@@ -48,6 +48,12 @@ def when_path_appears(folder: Path, pattern: str, timeout: float = 60.0) -> Trig
     return lambda proc, elapsed: elapsed >= timeout or any(folder.glob(pattern))
 
 
+def _default_sigint() -> None:
+    """A test run started in the background (``cmd &`` in a script) inherits SIGINT ignored;
+    the child gets the default disposition back, as a user's Ctrl-C would find it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_and_kill(args: Sequence[str | os.PathLike], out_dir: Path, sig: int, when: Trigger,
                  timeout: float = 120.0, cwd: Path | None = None) -> KillResult:
     """Start ``python -m onnxprune *args``, send ``sig`` when ``when`` fires, wait for the end."""
@@ -56,7 +62,7 @@ def run_and_kill(args: Sequence[str | os.PathLike], out_dir: Path, sig: int, whe
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "onnxprune", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=cwd)
+                            cwd=cwd, preexec_fn=_default_sigint)
     start = time.monotonic()
     killed = False
     while proc.poll() is None:
