@@ -36,23 +36,29 @@ def _files(tmp_path, model, dims):
     return source, data, tmp_path / "p.onnx"
 
 
+def _compress(tmp_path, model, input_name, dims, method, iterations, samples):
+    """``compress`` through the CLI at ``--input-shape``: (source, output path, pruned model),
+    the pruned model checked with ``full_check``."""
+    source, data, out = _files(tmp_path, model, dims)
+    argv = ["compress", str(source), "--data", str(data), "--input-shape",
+            f"{input_name}:{','.join(map(str, dims))}", "--method", method, "--target", "0.6",
+            "--iterations", str(iterations), "--batch-size", "8",
+            "--calibration-samples", str(samples), "-o", str(out), "--quiet", "--json"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    pruned = onnx.load(str(out))
+    onnx.checker.check_model(pruned, full_check=True)
+    return source, out, pruned
+
+
 @pytest.mark.parametrize("method", ["l1", "autobot"])
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_compress_runs_with_input_shape(name, method, tmp_path):
     model, input_shapes, run_shapes = GRAPHS[name]()
     (input_name, dims), = input_shapes.items()
-    source, data, out = _files(tmp_path, model, dims)
-    argv = ["compress", str(source), "--data", str(data), "--input-shape",
-            f"{input_name}:{','.join(map(str, dims))}", "--method", method, "--target", "0.6",
-            "--iterations", "3", "--batch-size", "8", "--calibration-samples", "16",
-            "-o", str(out), "--quiet", "--json"]
-    result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 0, result.output
-    pruned = onnx.load(str(out))
-    onnx.checker.check_model(pruned, full_check=True)
-    declared = [d.dim_param or d.dim_value for d in pruned.graph.input[0].type.tensor_type.shape.dim]
-    original = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert declared == original  # dynamic dims stay dynamic
+    source, out, pruned = _compress(tmp_path, model, input_name, dims, method, iterations=3,
+                                    samples=16)
+    assert _dims(pruned) == _dims(model)  # dynamic dims stay dynamic
     for shape in run_shapes:  # and it runs at other sizes
         feeds = {k: np.random.default_rng(1).standard_normal(v).astype(np.float32)
                  for k, v in shape.items()}
@@ -68,15 +74,8 @@ def test_compress_runs_on_torch_exports(case, tmp_path):
     pytest.importorskip("torch")
     model, input_shapes, run_shapes = rt.export(*case)
     (input_name, dims), = input_shapes.items()
-    source, data, out = _files(tmp_path, model, dims)
-    argv = ["compress", str(source), "--data", str(data), "--input-shape",
-            f"{input_name}:{','.join(map(str, dims))}", "--method", "autobot", "--target", "0.6",
-            "--iterations", "2", "--batch-size", "8", "--calibration-samples", "8",
-            "-o", str(out), "--quiet", "--json"]
-    result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 0, result.output
-    pruned = onnx.load(str(out))
-    onnx.checker.check_model(pruned, full_check=True)
+    source, out, pruned = _compress(tmp_path, model, input_name, dims, "autobot", iterations=2,
+                                    samples=8)
     assert _dims(pruned) == _dims(model)
     feeds = {k: np.random.default_rng(1).standard_normal(v).astype(np.float32)
              for k, v in run_shapes[-1].items()}

@@ -36,7 +36,8 @@ def test_folded_batchnorm_gives_the_same_noise_as_before_and_says_what_it_matche
     assert "fold" in synthetic.__doc__ and "folded away" in synthesize.__doc__
 
 
-def test_batches_are_bounded_and_report_progress(monkeypatch):
+def _record_batch_sizes(monkeypatch) -> list[int]:
+    """The batch size of every forward pass of the executor, in order."""
     sizes = []
     original = TorchGraph.forward_with
 
@@ -45,6 +46,11 @@ def test_batches_are_bounded_and_report_progress(monkeypatch):
         return original(self, inputs, capture)
 
     monkeypatch.setattr(TorchGraph, "forward_with", forward_with)
+    return sizes
+
+
+def test_batches_are_bounded_and_report_progress(monkeypatch):
+    sizes = _record_batch_sizes(monkeypatch)
     calls = []
     x, how = synthesize(_bn_model(), (3, 8, 8), samples=20, steps=3, batch_size=8,
                         progress=lambda done, total, label: calls.append((done, total, label)))
@@ -86,14 +92,7 @@ def test_the_batch_shrinks_to_fit_the_memory_budget(monkeypatch):
     per_sample, fixed = two - one, 2 * one - two
     assert per_sample > 0 and synthetic._saved_bytes(
         graph, (3, 8, 8), names, targets, 5, "cpu") == fixed + 5 * per_sample
-    sizes = []
-    original = TorchGraph.forward_with
-
-    def forward_with(self, inputs, capture):
-        sizes.append(inputs.shape[0])
-        return original(self, inputs, capture)
-
-    monkeypatch.setattr(TorchGraph, "forward_with", forward_with)
+    sizes = _record_batch_sizes(monkeypatch)
     x, how = synthesize(model, (3, 8, 8), samples=10, steps=1, batch_size=8,
                         memory_budget=fixed + 3 * per_sample + per_sample // 2)
     assert sizes[2:] == [3, 3, 3, 1] and "batches of 3" in how and x.shape == (10, 3, 8, 8)
