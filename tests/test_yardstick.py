@@ -1,4 +1,5 @@
-"""tools/bench_yardstick.py and tools/fashion_mnist.py: statistics, verdict, README rewrite, IDX.
+"""tools/bench_yardstick.py (with tools/yardstick_table.py, yardstick_peer.py) and
+tools/fashion_mnist.py: statistics, verdict, README rewrite, IDX.
 
 Never trains and never needs the Debian package: synthetic rows and a synthetic IDX file.
 """
@@ -32,8 +33,8 @@ def _grid(autobot, peer, baseline=80.0, target=0.5):
     return rows
 
 
-def _failed(rows, n_eval=10000):
-    verdict = bench.acceptance(rows, n_eval)
+def _failed(rows, n_eval=10000, default="autobot/reconstruct"):
+    verdict = bench.acceptance(rows, n_eval, default)
     return sorted(c["check"] for c in verdict["checks"] if not c["ok"])
 
 
@@ -67,12 +68,12 @@ def test_an_unreachable_peer_budget_is_a_win_and_is_labelled():
         if row["side"] == "peer":
             row["reachable"] = False
     assert _failed(rows) == []
-    assert "budget not reached" in bench.summary_table(rows, 10000)
+    assert "budget not reached" in bench.summary_table(rows, 10000, "autobot/reconstruct")
 
 
 def test_summary_table_has_one_line_per_model_and_target():
     rows = _grid([90.5, 90.7], [60.0, 61.0]) + _grid([85.0, 86.0], [30.0, 30.0], target=0.25)
-    lines = bench.summary_table(rows, 10000).splitlines()
+    lines = bench.summary_table(rows, 10000, "autobot/reconstruct").splitlines()
     assert len(lines) == 4
     assert lines[2].startswith("| vgg (91.00) | 0.5 | 0,1 | 90.60 ± ")
     assert "peer-l2 none" not in lines[2] and "60.50 (none) / 55.50 (bias)" in lines[2]
@@ -136,11 +137,13 @@ def test_merge_combines_runs_on_different_models(tmp_path):
         files.append(tmp_path / f"{model}.json")
         files[-1].write_text(bench.json.dumps(result(model, 10.0)))
     out = tmp_path / "all.json"
-    assert bench.main(["--merge", *map(str, files), "--json", str(out)]) == 0
+    assert bench.main(["--merge", *map(str, files), "--json", str(out), "--default",
+                       "autobot/reconstruct"]) == 0
     merged = bench.json.loads(out.read_text())
     assert merged["settings"]["models"] == ["vgg", "resnet"]
     assert merged["total_seconds"] == 20.0 and merged["acceptance"]["ok"]
-    assert len(bench.summary_table(merged["rows"], 10000).splitlines()) == 4
+    assert len(bench.summary_table(merged["rows"], 10000, "autobot/reconstruct").splitlines()) == 4
+    assert bench.main(["--merge", str(files[0]), "--default", "refit/nope"]) == 2
 
 
 def test_another_default_is_checked_against_every_other_method_of_ours():
@@ -153,6 +156,7 @@ def test_another_default_is_checked_against_every_other_method_of_ours():
     assert checks["refit beats autobot (stats)"] is False
     assert checks["refit beats random (reconstruct)"] is True
     assert verdict["default"] == "refit/reconstruct" and not verdict["ok"]
+    assert verdict["headline"] == "refit/reconstruct"
     head = bench.summary_table(rows, 10000, ("refit", "reconstruct")).splitlines()[0]
     assert head.index("refit (reconstruct)") < head.index("autobot (reconstruct)")
     assert "refit s" in head
@@ -162,3 +166,46 @@ def test_rows_measured_through_the_steps_are_named_in_the_readme_text():
     rows = [_row("autobot", 90.0, 0), _row("refit", 91.0, 0, via="steps")]
     assert "Rows of refit" in bench._steps_note(rows)
     assert bench._steps_note([_row("autobot", 90.0, 0)]) == ""
+
+
+def _auto_grid(refit_stats=70.0):
+    rows = _grid([89.0] * 3, [50.0] * 3)  # autobot 89.0 under both recalibrations
+    rows += [_row("refit", 90.5 if rc == "reconstruct" else refit_stats, s, rc)
+             for s in range(3) for rc in bench.RECALIBRATIONS]
+    return rows
+
+
+def test_auto_is_judged_as_compress_resolves_it_per_recalibration():
+    from onnxprune.pipeline import CompressConfig, resolve_method
+
+    per_mode, headline = bench.resolve_defaults("auto")
+    for rc, method in per_mode.items():  # the pipeline's own rule, with --data
+        assert method == resolve_method(CompressConfig(model="m", output="o", data="d",
+                                                       recalibration=rc))
+    assert headline == (per_mode["reconstruct"], "reconstruct")
+    assert per_mode == {"reconstruct": "refit", "stats": "autobot"}
+    verdict = bench.acceptance(_auto_grid(), 10000, "auto")
+    checks = {c["check"]: c["ok"] for c in verdict["checks"]}
+    assert checks["refit beats autobot (reconstruct)"] and checks["autobot beats refit (stats)"]
+    assert not any(c.startswith("refit beats") and c.endswith("(stats)") for c in checks)
+    assert verdict["ok"] and verdict["headline"] == "refit/reconstruct"
+    assert "autobot under stats" in verdict["default"]
+    # refit+stats far behind would fail the old refit/reconstruct verdict, not auto's
+    assert not bench.acceptance(_auto_grid(), 10000, "refit/reconstruct")["ok"]
+    head = bench.summary_table(_auto_grid(), 10000, "auto").splitlines()[0]
+    assert head.index("refit (reconstruct)") < head.index("autobot (reconstruct)")
+    assert "refit (stats)" in head and "refit s" in head
+
+
+def test_a_default_cell_that_was_not_measured_fails():
+    rows = [r for r in _auto_grid() if not (r["method"] == "autobot"
+                                             and r["recalibration"] == "stats")]
+    failed = _failed(rows, default="auto")
+    assert failed == ["default autobot (stats) measured"]
+
+
+def test_a_cell_on_other_seeds_than_the_default_says_which():
+    rows = [r for r in _auto_grid() if not (r["method"] == "random" and r["seed"] == 2)]
+    line = bench.summary_table(rows, 10000, "auto").splitlines()[2]
+    assert line.startswith("| vgg (91.00) | 0.5 | 0,1,2 | 90.50 ± ")
+    assert line.count("[seeds 0,1]") == 2  # random under both recalibrations

@@ -4,26 +4,22 @@ For each reference model ``models/fashion_<name>.onnx`` and MAC target, runs
 
 * ours, through the public API (``CompressConfig`` + ``compress``): every ``--methods``
   (autobot, refit, l1, bn-scale, random) x every ``--recalibrations`` (reconstruct, stats) x
-  every ``--seeds`` (a method ``compress`` does not know yet, ``refit``, runs its steps one by
-  one: ``one_steps``; ``--calibration-samples`` and ``--refit-allocation`` as in compress); gates and calibration read the 55,000-image training split, figures are measured
-  on ``--split`` (``test``: the 10,000 test images, the final benchmark; ``val``: the 5,000
-  validation images, the only split used to choose settings);
-* the peer, onnxsim 0.8.x (``onnxsim.pruning.apply_structured_pruning`` with L2 filter norms,
-  per layer (``l2``) or global (``l2g``, ``global_sparsity=True``), and
-  ``apply_structured_wanda_pruning`` (``wanda``), weight x activation norms), run in a SEPARATE
-  virtualenv through a subprocess (``--peer-python``, never a project dependency). Its sparsity is
-  bisected until its MACs (counted by onnxprune's one MAC formula) are the largest at or under the
-  same budget; then each of its recoveries is applied: none, ``correct_bias`` (per-channel bias
-  correction) and ``insert_identity_bn`` + ``calibrate_recovered_bn`` (BN re-estimation), with
-  calibration batches from the training split. The table's "peer best" is the best of these
-  on the split measured (generous to the peer: on test it is chosen on test).
+  every ``--seeds``; gates, refit scores and calibration read the 55,000-image training split,
+  figures are measured on ``--split`` (``test``: the 10,000 test images, the final benchmark;
+  ``val``: the 5,000 validation images, the only split used to choose settings).
+  ``--refit-allocation`` other than compress's runs refit's steps one by one (``one_steps``);
+* the peer, onnxsim 0.8.x in its own virtualenv (``tools/yardstick_peer.py``: L2 per layer and
+  global, Wanda, each bisected to the same MAC budget, each with its recoveries). The table's
+  "peer best" is the best of these on the split measured (generous to the peer: on test it is
+  chosen on test).
 
-Accuracies are top-1 % before any fine-tuning; "± se" is the standard error of the mean over the
-seeds combined with the binomial sampling error of the evaluation set
-(``sqrt(s²/n + p(1-p)/N)``). Prints the per-run table, the summary table (markdown, the README
-text) and the acceptance verdict for ``--default`` (METHOD/RECALIBRATION, checked against every
-other method of ours and the peer); writes JSON (``--json``); ``--readme README.md`` rewrites only the
-text between ``<!-- yardstick-table -->`` and ``<!-- /yardstick-table -->``.
+Statistics, the verdict and the tables live in ``tools/yardstick_table.py``. The verdict judges
+``--default`` (``auto``, the default: the method ``compress --method auto`` resolves to under
+each recalibration mode, by the pipeline's own ``resolve_method``; or METHOD/RECALIBRATION)
+against every other method of ours under the same recalibration and the peer. Prints the
+per-run table, the summary table (markdown, the README text) and the verdict; writes JSON
+(``--json``); ``--readme README.md`` rewrites only the text between ``<!-- yardstick-table -->``
+and ``<!-- /yardstick-table -->``.
 
     apt-get install -y dataset-fashion-mnist
     python -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install 'onnxsim>=0.8,<0.9' onnxruntime
@@ -39,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,142 +45,26 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from yardstick_peer import (PEER_METHODS, PEER_PYTHON, PEER_RECOVERIES,  # noqa: E402,F401
+                            accuracy_ort, call_peer, macs_of, peer_bisect, peer_rows, peer_worker)
+from yardstick_table import (BASELINES, DEFAULT, MARKERS, METHODS,  # noqa: E402,F401
+                             RECALIBRATIONS, _steps_note, acceptance, mean_rows, peer_best,
+                             readme_text, resolve_defaults, rewrite_readme, summary_table, table)
+
 MODELS = ("vgg", "resnet", "mobilenetv2", "resnet56")
-METHODS = ("autobot", "refit", "l1", "bn-scale", "random")
-BASELINES = ("l1", "bn-scale", "random")  # besides: every other method of ours in the run
-DEFAULT = ("autobot", "reconstruct")  # what compress runs without --method/--recalibration
-RECALIBRATIONS = ("reconstruct", "stats")
-PEER_METHODS = ("l2", "wanda", "l2g")  # l2g: L2 with global_sparsity=True
-PEER_RECOVERIES = ("none", "bias", "bn")
-PEER_PYTHON = "/tmp/peer-venv/bin/python"
-MARKERS = ("<!-- yardstick-table -->", "<!-- /yardstick-table -->")
-
-
-# ------------------------------------------------------------------------------ peer (subprocess)
-def peer_worker(job: dict) -> dict:
-    """Runs in the peer's virtualenv (numpy, onnx, onnxruntime, onnxsim; no onnxprune, no torch).
-
-    ``job``: model, method (l2|wanda), sparsities, out_dir, calib (npz), seed, batches, batch,
-    recoveries (applied to each output; 'none' writes the plain pruned model)."""
-    import onnx
-    import onnxsim
-    from onnxsim import pruning
-
-    data = np.load(job["calib"])
-    x = data["x"]
-    rng = np.random.default_rng(job.get("seed", 0))
-    idx = rng.choice(len(x), size=min(len(x), job["batches"] * job["batch"]), replace=False)
-    original = onnx.load_model(job["model"])
-    name = original.graph.input[0].name
-    calib = [{name: np.ascontiguousarray(x[idx[i:i + job["batch"]]])}
-             for i in range(0, len(idx), job["batch"])]
-    out = {"onnxsim": getattr(onnxsim, "__version__", "?"), "files": []}
-    for k, sparsity in enumerate(job["sparsities"]):
-        started = time.monotonic()
-        entry = {"sparsity": sparsity, "files": {}, "errors": {}}
-        try:
-            if job["method"] in ("l2", "l2g"):
-                pruned = pruning.apply_structured_pruning(
-                    onnx.load_model(job["model"]), sparsity=sparsity, importance_norm="l2",
-                    global_sparsity=job["method"] == "l2g")
-            else:
-                pruned = pruning.apply_structured_wanda_pruning(
-                    onnx.load_model(job["model"]), calibration_data=calib, sparsity=sparsity,
-                    importance_norm="l2", providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - reported, the benchmark goes on
-            entry["errors"]["prune"] = repr(exc)[:300]
-            out["files"].append(entry)
-            continue
-        entry["prune_seconds"] = round(time.monotonic() - started, 2)
-        for recovery in job.get("recoveries", ["none"]):
-            path = Path(job["out_dir"]) / f"{job['method']}_{k}_{recovery}.onnx"
-            started = time.monotonic()
-            try:
-                if recovery == "none":
-                    model = pruned
-                elif recovery == "bias":
-                    model = onnxsim.correct_bias(original, pruned, calibration_data=calib,
-                                                 providers=["CPUExecutionProvider"])
-                elif recovery == "bn":
-                    recovered, _ = onnxsim.insert_identity_bn(pruned)
-                    model = onnxsim.calibrate_recovered_bn(
-                        recovered, calibration_data=calib, target_model=original,
-                        providers=["CPUExecutionProvider"])
-                else:
-                    raise ValueError(f"unknown recovery {recovery}")
-                onnx.save_model(model, str(path))
-                entry["files"][recovery] = str(path)
-                entry[f"{recovery}_seconds"] = round(time.monotonic() - started, 2)
-            except Exception as exc:  # noqa: BLE001
-                entry["errors"][recovery] = repr(exc)[:300]
-        out["files"].append(entry)
-    return out
-
-
-def call_peer(python: str, job: dict) -> dict:
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--peer-worker", json.dumps(job)],
-                          capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if proc.returncode != 0:
-        raise RuntimeError(f"peer worker failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def macs_of(path: str) -> int:
-    from onnxprune.api import analyze
-
-    return int(analyze(path)["macs"])
-
-
-def peer_bisect(python: str, model: str, macs_before: int, target: float, calib: str,
-                folder: Path, method: str = "l2", rounds: int = 3, width: int = 12) -> dict:
-    """Sparsity of the peer's ``method`` whose MACs are the largest at or under ``target``: rounds
-    of ``width`` sparsities each (one subprocess per round), narrowing the bracket. Each method
-    is bisected on its own: Wanda does not match the same chains as L2 on every model."""
-    lo, hi = 0.0, 0.99
-    seen: dict[float, float] = {}
-    for _ in range(rounds):
-        grid = [round(lo + (hi - lo) * (i + 1) / (width + 1), 6) for i in range(width)]
-        res = call_peer(python, {"model": model, "method": method, "sparsities": grid,
-                                 "out_dir": str(folder), "calib": calib, "seed": 0, "batches": 2,
-                                 "batch": 32, "recoveries": ["none"]})
-        for entry in res["files"]:
-            if "none" in entry["files"]:
-                seen[entry["sparsity"]] = macs_of(entry["files"]["none"]) / macs_before
-        under = [s for s, f in seen.items() if f <= target]
-        over = [s for s, f in seen.items() if f > target]
-        if not under:
-            break
-        lo = max(over) if over else 0.0
-        hi = min(under)
-    under = {s: f for s, f in seen.items() if f <= target}
-    if not under:
-        return {"reachable": False, "min_fraction": min(seen.values()) if seen else None,
-                "sparsity": max(seen, key=lambda s: -seen[s]) if seen else None}
-    best = max(under.values())
-    sparsity = min(s for s, f in under.items() if f == best)
-    return {"reachable": True, "sparsity": sparsity, "fraction": best}
 
 
 # ----------------------------------------------------------------------------------- our side
-def accuracy_ort(path: str, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    pred = np.concatenate([sess.run(None, {name: x[i:i + 1000]})[0].argmax(1)
-                           for i in range(0, len(x), 1000)])
-    return float((pred == y).mean() * 100)
-
-
 def one_compress(model: str, target: float, method: str, recalibration: str, seed: int,
                  args, data: dict, folder: Path) -> dict:
     from onnxprune.gates.config import METHODS as WIRED
+    from onnxprune.gates.refit_select import ALLOCATIONS
     from onnxprune.pipeline import CompressConfig, compress
 
-    if method not in WIRED:  # a method not wired into compress yet: the same steps, one by one
+    if method not in WIRED or (method == "refit" and args.refit_allocation != ALLOCATIONS[0]):
+        # a method (or a refit allocation) not wired into compress: the same steps, one by one
         return one_steps(model, target, method, recalibration, seed, args, data, folder)
     config = CompressConfig(model=model, output=str(folder / "ours.onnx"), target=target,
                             data=data["train"], eval_data=data["eval"], method=method,
@@ -292,245 +170,10 @@ def run_model(name: str, args, data: dict, tmp: str) -> list[dict]:
                     row.update(one_compress(model, target, method, recalibration, seed, args,
                                             data, folder))
                     log(row)
-        if not args.peer:
-            continue
-        found_by, bisect_seconds = {}, {}
-        for method in args.peer:
-            started = time.monotonic()
-            found_by[method] = peer_bisect(args.peer_python, model, macs_before, target,
-                                           data["train"], folder, method)
-            bisect_seconds[method] = time.monotonic() - started
-        for seed in args.seeds:
-            for method in args.peer:
-                found = found_by[method]
-                started = time.monotonic()
-                res = call_peer(args.peer_python, {
-                    "model": model, "method": method, "sparsities": [found["sparsity"]],
-                    "out_dir": str(folder), "calib": data["train"], "seed": seed,
-                    "batches": args.peer_batches, "batch": 32, "recoveries": list(PEER_RECOVERIES)})
-                entry = res["files"][0]
-                seconds = time.monotonic() - started + bisect_seconds[method] / len(args.seeds)
-                for recovery in PEER_RECOVERIES:
-                    row = {"model": name, "target": target, "method": f"peer-{method}",
-                           "recalibration": recovery, "seed": seed, "side": "peer",
-                           "peer_sparsity": found["sparsity"], "reachable": found["reachable"],
-                           "accuracy_before": unpruned, "macs_before": macs_before,
-                           "seconds": round(seconds, 1), "onnxsim": res.get("onnxsim")}
-                    path = entry["files"].get(recovery)
-                    if path is None:
-                        row.update({"accuracy_after": float("nan"), "macs_ratio": float("nan"),
-                                    "macs_ok": False, "error": entry["errors"].get(
-                                        recovery, entry["errors"].get("prune"))})
-                    else:
-                        macs = macs_of(path)
-                        row.update({"accuracy_after": accuracy_ort(path, x_eval, y_eval),
-                                    "macs_after": macs, "macs_ratio": macs / macs_before,
-                                    "macs_ok": bool(macs <= target * macs_before)})
-                    log(row)
+        if args.peer:
+            peer_rows(name, model, target, args, data, folder, unpruned, macs_before, x_eval,
+                      y_eval, log)
     return rows
-
-
-# -------------------------------------------------------------------------------- statistics
-def _key(row: dict) -> tuple:
-    return row["model"], row["target"], row["method"], row["recalibration"]
-
-
-def mean_rows(rows: list[dict], n_eval: int) -> list[dict]:
-    """One row per (model, target, method, recalibration): mean accuracy over the seeds and its
-    standard error (seed spread and the evaluation set's binomial error together)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(_key(row), []).append(row)
-    out = []
-    for key, same in groups.items():
-        acc = np.array([r["accuracy_after"] for r in same], dtype=float)
-        ok = acc[~np.isnan(acc)]
-        mean = float(ok.mean()) if len(ok) else float("nan")
-        seed_var = float(ok.var(ddof=1)) / len(ok) if len(ok) > 1 else 0.0
-        p = mean / 100 if len(ok) else 0.5
-        sampling = p * (1 - p) / max(n_eval, 1) * 1e4
-        out.append({"model": key[0], "target": key[1], "method": key[2],
-                    "recalibration": key[3], "side": same[0].get("side", "ours"),
-                    "seeds": [r["seed"] for r in same],
-                    "accuracy_before": same[0]["accuracy_before"],
-                    "accuracy_after": mean, "accuracy_after_each": acc.tolist(),
-                    "se": math.sqrt(seed_var + sampling),
-                    "macs_ratio": float(np.nanmean([r["macs_ratio"] for r in same])),
-                    "macs_ok": all(r.get("macs_ok") for r in same),
-                    "reachable": all(r.get("reachable", True) for r in same),
-                    "seconds": float(np.mean([r["seconds"] for r in same]))})
-    return out
-
-
-def peer_best(means: dict, model: str, target: float):
-    """The peer's best (method, recovery) at or under the MAC budget; when none reaches it, its
-    best row flagged ``reachable: False``."""
-    peers = [r for k, r in means.items() if k[0] == model and k[1] == target
-             and r["side"] == "peer" and not math.isnan(r["accuracy_after"])]
-    within = [r for r in peers if r["macs_ok"] and r["reachable"]]
-    if within:
-        return max(within, key=lambda r: r["accuracy_after"])
-    if peers:
-        return {**max(peers, key=lambda r: r["accuracy_after"]), "reachable": False}
-    return None
-
-
-def acceptance(rows: list[dict], n_eval: int, default=DEFAULT) -> dict:
-    """The issue's acceptance on the seed means: the default beats the peer's best by more than
-    two standard errors (of the difference) and each of our baselines under the same
-    recalibration; at 0.5 within 2 points of unpruned; the drop at 0.25 stated; every run of
-    ours at or under its MAC target."""
-    means = {_key(r): r for r in mean_rows(rows, n_eval)}
-    checks = [{"model": r["model"], "target": r["target"],
-               "check": f"MACs at or under target ({r['method']} {r['recalibration']} seed "
-                        f"{r['seed']})", "ok": bool(r["macs_ok"]), "value": r["macs_ratio"]}
-              for r in rows if r.get("side") == "ours"]
-    drops = []
-    for model, target in dict.fromkeys(k[:2] for k in means):
-        for recalibration in RECALIBRATIONS:
-            auto = means.get((model, target, default[0], recalibration))
-            if auto is None:
-                continue
-            others = [m for m in METHODS if m != default[0]]
-            for base in others:
-                other = means.get((model, target, base, recalibration))
-                if other is not None:
-                    checks.append({"model": model, "target": target,
-                                   "check": f"{default[0]} beats {base} ({recalibration})",
-                                   "ok": auto["accuracy_after"] > other["accuracy_after"],
-                                   "value": round(auto["accuracy_after"], 2),
-                                   "other": round(other["accuracy_after"], 2)})
-        auto = means.get((model, target) + tuple(default))
-        if auto is None:
-            continue
-        best = peer_best(means, model, target)
-        if best is not None:
-            se = math.sqrt(auto["se"] ** 2 + best["se"] ** 2)
-            margin = auto["accuracy_after"] - best["accuracy_after"]
-            checks.append({"model": model, "target": target,
-                           "check": "default beats the peer's best by > 2 se",
-                           "ok": bool(margin > 2 * se) or not best["reachable"],
-                           "value": round(auto["accuracy_after"], 2),
-                           "other": round(best["accuracy_after"], 2),
-                           "peer": f"{best['method']} {best['recalibration']}",
-                           "margin": round(margin, 2), "se": round(se, 3),
-                           "peer_reachable": best["reachable"]})
-        drop = auto["accuracy_before"] - auto["accuracy_after"]
-        drops.append({"model": model, "target": target, "drop": round(drop, 2)})
-        if target == 0.5:
-            checks.append({"model": model, "target": target,
-                           "check": "default within 2 points of unpruned", "ok": drop <= 2.0,
-                           "value": round(auto["accuracy_after"], 2),
-                           "other": round(auto["accuracy_before"], 2)})
-    return {"ok": all(c["ok"] for c in checks), "checks": checks, "drops": drops,
-            "default": "/".join(default)}
-
-
-def _cell(r) -> str:
-    if r is None or math.isnan(r["accuracy_after"]):
-        return "-"
-    flag = "" if r["macs_ok"] else " (!)"
-    return f"{r['accuracy_after']:.2f} ± {r['se']:.2f}{flag}"
-
-
-def table(rows: list[dict], n_eval: int) -> str:
-    lines = ["| model | target | method | recalibration | accuracy (mean ± se) | each seed | "
-             "MAC fraction | seconds |", "|---|---|---|---|---|---|---|---|"]
-    for r in mean_rows(rows, n_eval):
-        each = " / ".join(f"{a:.2f}" for a in r["accuracy_after_each"])
-        lines.append(f"| {r['model']} | {r['target']} | {r['method']} | {r['recalibration']} | "
-                     f"{_cell(r)} | {each} | {r['macs_ratio']:.4f} | {r['seconds']:.0f} |")
-    return "\n".join(lines)
-
-
-def summary_table(rows: list[dict], n_eval: int, default=DEFAULT) -> str:
-    """The README table: one line per model and target; a column per method of ours in
-    ``rows``, the default's first."""
-    means = {_key(r): r for r in mean_rows(rows, n_eval)}
-    ran = {r["method"] for r in rows}
-    methods = [default[0]] + [m for m in METHODS if m in ran and m != default[0]]
-    head = ["model (unpruned)", "target", "seeds"]
-    head += [f"{m} (reconstruct)" for m in methods] + [f"{m} (stats)" for m in methods]
-    head += ["peer L2 / Wanda / global L2 (best recovery)", "peer best", "MACs ours / peer",
-             f"{default[0]} s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model, target in dict.fromkeys(k[:2] for k in means):
-        cells = [_cell(means.get((model, target, m, rc))) for rc in RECALIBRATIONS
-                 for m in methods]
-        peers = []
-        for pm in PEER_METHODS:
-            ran = [r for k, r in means.items() if k[:3] == (model, target, f"peer-{pm}")]
-            cand = [r for r in ran if not math.isnan(r["accuracy_after"]) and r["macs_ok"]]
-            best = max(cand, key=lambda r: r["accuracy_after"]) if cand else None
-            peers.append(("n/r" if ran else "-") if best is None else
-                         f"{best['accuracy_after']:.2f} ({best['recalibration']})")
-        best = peer_best(means, model, target)
-        cells.append(" / ".join(peers))
-        cells.append("-" if best is None else f"{_cell(best)}" + (
-            "" if best["reachable"] else " (budget not reached)"))
-        auto = means.get((model, target) + tuple(default))
-        cells.append(f"{auto['macs_ratio']:.4f}" if auto else "-")
-        cells[-1] += f" / {best['macs_ratio']:.4f}" if best else " / -"
-        cells.append(f"{auto['seconds']:.0f}" if auto else "-")
-        any_row = next(r for k, r in means.items() if k[:2] == (model, target))
-        seeds = ",".join(map(str, sorted({s for k, r in means.items() if k[:2] == (model, target)
-                                         and r["side"] == "ours" for s in r["seeds"]})))
-        lines.append(f"| {model} ({any_row['accuracy_before']:.2f}) | {target} | {seeds} | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def readme_text(result: dict) -> str:
-    s = result["settings"]
-    verdict = result["acceptance"]
-    failed = [c for c in verdict["checks"] if not c["ok"]]
-    drops = ", ".join(f"{d['model']} {d['drop']:.2f} points"
-                      for d in verdict["drops"] if d["target"] == 0.25)
-    split = s["split"] + (" (embedded subset, not the yardstick)" if s["embedded_subsets"] else "")
-    return (f"Fashion-MNIST, {s['n_eval']:,} {split} images, top-1 % before any fine-tuning, "
-            f"mean ± se over the seeds in the `seeds` column (se: seed spread and the "
-            f"evaluation set's binomial error). Ours: `compress` with `round_to={s['round_to']}`, "
-            f"{s['iterations']} gate iterations, {s['train_data']} as `--data`. Peer: "
-            f"onnxsim {result.get('peer_version', '?')} in its own virtualenv, sparsity bisected "
-            f"to the largest MACs at or under the same budget, best of its recoveries (none / "
-            f"bias correction / BN re-estimation). Machine: {result['machine']['cpu']}, "
-            f"{result['machine']['cores']} cores shared with other jobs, {s['threads']} torch "
-            f"thread(s) per process; "
-            + (f"{len(s['runs'])} runs of the script (each measured ours and the peer on its "
-               f"models and seeds; some ran concurrently), {result['total_seconds']:.0f} s of "
-               f"wall time summed" if s.get("runs") else f"{result['total_seconds']:.0f} s")
-            + f". Command{'s' if s.get('runs') else ''}: `{s['command']}`."
-            + _steps_note(result["rows"]) + "\n\n"
-            + summary_table(result["rows"], s["n_eval"],
-                            tuple(s.get("default", "/".join(DEFAULT)).split("/"))) + "\n\n"
-            + f"Acceptance ({verdict['default']} as the default): "
-            + ("PASS" if verdict["ok"] else f"FAIL ({len(failed)} of {len(verdict['checks'])} "
-                                             "checks)")
-            + (f"; drop at 0.25: {drops}" if drops else "") + ".\n")
-
-
-def _steps_note(rows: list[dict]) -> str:
-    from onnxprune.gates.config import METHODS as WIRED
-
-    steps = sorted({r["method"] for r in rows if r.get("side") == "ours" and (
-        r.get("via") == "steps" or r["method"] not in WIRED)})
-    if not steps:
-        return ""
-    return (f" Rows of {', '.join(steps)}: not wired into `compress` yet when measured, so "
-            "`one_steps` ran compress's steps one by one (the same analysis, selection, surgery "
-            "and recalibration calls, the same seeded calibration pick).")
-
-
-def rewrite_readme(path: Path, text: str) -> bool:
-    content = path.read_text(encoding="utf-8")
-    start, end = content.find(MARKERS[0]), content.find(MARKERS[1])
-    if start < 0 or end < start:
-        print(f"{path}: markers {MARKERS[0]} ... {MARKERS[1]} not found; not rewritten",
-              file=sys.stderr)
-        return False
-    path.write_text(content[:start + len(MARKERS[0])] + "\n" + text + content[end:],
-                    encoding="utf-8")
-    return True
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -605,8 +248,10 @@ def main(argv=None) -> int:
     parser.add_argument("--refit-allocation", default="macs",
                         help="refit scores across groups: uniform | macs | error "
                              "(onnxprune.gates.refit_select; chosen on validation)")
-    parser.add_argument("--default", default="/".join(DEFAULT),
-                        help="METHOD/RECALIBRATION the acceptance treats as compress's default")
+    parser.add_argument("--default", default=DEFAULT,
+                        help="what the acceptance treats as compress's default: a method "
+                             "compress resolves per recalibration mode (auto, the default) or "
+                             "METHOD/RECALIBRATION")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--jobs", type=int, default=1, help="models run in this many processes")
     parser.add_argument("--json", default=None)
@@ -632,10 +277,15 @@ def main(argv=None) -> int:
         from onnxprune.gates.config import CALIBRATION_SAMPLES
 
         args.calibration_samples = CALIBRATION_SAMPLES
-    default = tuple(args.default.split("/"))
-    if len(default) != 2:
-        print("--default is METHOD/RECALIBRATION, e.g. autobot/reconstruct", file=sys.stderr)
+    parts = args.default.split("/")
+    from onnxprune.gates.config import METHODS as COMPRESS_METHODS
+
+    if len(parts) > 2 or parts[0] not in COMPRESS_METHODS or (
+            len(parts) == 2 and parts[1] not in RECALIBRATIONS):
+        print(f"--default is a method of compress ({', '.join(COMPRESS_METHODS)}) or "
+              "METHOD/RECALIBRATION, e.g. auto or refit/reconstruct", file=sys.stderr)
         return 2
+    default = args.default
     if args.peer and not Path(args.peer_python).is_file():
         print(f"peer python {args.peer_python} not found: python -m venv /tmp/peer-venv && "
               "/tmp/peer-venv/bin/pip install 'onnxsim>=0.8,<0.9' onnxruntime (or --peer '')",
@@ -704,7 +354,7 @@ def merge(args) -> int:
     result = {"machine": parts[0]["machine"], "versions": parts[0]["versions"],
               "peer_version": parts[0].get("peer_version"), "settings": settings, "rows": rows,
               "means": mean_rows(rows, n_eval),
-              "acceptance": acceptance(rows, n_eval, tuple(args.default.split("/"))),
+              "acceptance": acceptance(rows, n_eval, args.default),
               "total_seconds": round(sum(p["total_seconds"] for p in parts), 1)}
     return finish(result, args)
 
