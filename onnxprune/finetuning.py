@@ -71,7 +71,7 @@ def run_finetune(run: FinetuneRun) -> dict:
     from onnxprune.data import load_dataset
     from onnxprune.gates.checkpoint import Checkpointer
     from onnxprune.gates.device import resolve_device
-    from onnxprune.gates.finetune import accuracy, distributed_context, finetune
+    from onnxprune.gates.finetune import distributed_context, finetune
     from onnxprune.runtime.session import model_input_shape, model_num_classes
     from onnxprune.runtime.validate import validate_models
 
@@ -91,10 +91,9 @@ def run_finetune(run: FinetuneRun) -> dict:
     checkpointer = Checkpointer(checkpoint_path(run.output), key)
     rank, world = distributed_context(device)
     before = None
-    if held is not None and held.y is not None:
-        from onnxprune.gates.executor import TorchGraph
-
-        before = accuracy(TorchGraph(loaded.model).to(device), held.x, held.y, device)
+    if held is not None and held.y is not None and rank == 0:
+        before = validate_models(teacher, loaded.model, held, provider="cpu",
+                                 names=("teacher", "pruned"), workers=run.workers)
     steps = Steps(run.quiet or rank > 0, run.progress)
     with steps.phase("fine-tuning") as update:
         result = finetune(loaded.model, teacher, train.x, train.y, config, device=device,
@@ -104,7 +103,8 @@ def run_finetune(run: FinetuneRun) -> dict:
                           workers=run.workers)
     report = {"pruned": run.pruned, "teacher": run.teacher, "output": run.output,
               "world_size": world, "steps": result.steps, "epochs": result.history,
-              "accuracy_after_pruning": before,
+              "accuracy_before_pruning": before and before["accuracy_original"],
+              "accuracy_after_pruning": before and before["accuracy_pruned"],
               "settings": {k: v for k, v in asdict(run).items() if k not in ("quiet", "progress")}}
     if rank == 0:
         if held is not None:
@@ -127,17 +127,16 @@ def _terms(terms: dict) -> str:
 
 
 def format_finetune(report: dict) -> str:
-    rows = [("steps", f"{report['steps']} on {report['world_size']} process(es)")]
-    for epoch in report["epochs"]:
-        acc = f", held-out {epoch['accuracy']:.2f}%" if "accuracy" in epoch else ""
-        rows.append((f"epoch {epoch['epoch']}", f"loss {epoch['loss']:.4f}{acc}"))
-    if report.get("accuracy_after_finetuning") is not None:
-        rows.append(("accuracy", f"teacher {report['accuracy_teacher']:.2f}%, pruned "
-                                 f"{report['accuracy_after_pruning']:.2f}% -> fine-tuned "
-                                 f"{report['accuracy_after_finetuning']:.2f}%"))
-    rows.append(("output", report["output"]))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    """The summary table: steps, the accuracy before pruning, after pruning, after each epoch
+    and after fine-tuning, the output."""
+    from onnxprune.report import finetune_rows, format_rows
+
+    rows = [("steps", f"{report['steps']} on {report['world_size']} process(es)"),
+            *finetune_rows(report.get("accuracy_before_pruning"),
+                           report.get("accuracy_after_pruning"), report["epochs"],
+                           report.get("accuracy_after_finetuning")),
+            ("output", report["output"])]
+    return format_rows(rows)
 
 
 def log(message: str) -> None:

@@ -65,3 +65,40 @@ def format_analysis(result: dict) -> str:
         rows = [[b["op"], short(b["node"]), b["reason"]] for b in result["barriers"]]
         lines.append(_table(["barrier op", "node", "reason"], rows))
     return "\n".join(lines)
+
+
+def format_rows(rows: list[tuple[str, object]]) -> str:
+    """A two-column summary table: names left-aligned to the widest, then the values."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.2f}%"
+
+
+def _epoch_text(epoch: dict) -> str:
+    terms = ", ".join(f"{k} {epoch[k]:.4f}" for k in ("kd", "ce") if epoch.get(k))
+    held = f"; held-out {epoch['accuracy']:.2f}%" if epoch.get("accuracy") is not None else ""
+    return f"loss {epoch['loss']:.4f}" + (f" ({terms})" if terms else "") + \
+        f", {epoch['steps']} steps{held}"
+
+
+def finetune_rows(before: float | None, after_pruning: float | None, epochs: list[dict],
+                  after_finetuning: float | None, steps: int | None = None) -> list[tuple]:
+    """Summary rows of a fine-tuned run: the accuracy before pruning, after pruning, after each
+    fine-tuning epoch (held-out data, in the torch executor; the epoch's mean loss terms) and
+    after fine-tuning (ONNX Runtime), with the change against the model before pruning."""
+    rows = []
+    if before is not None:
+        rows.append(("accuracy before pruning", _pct(before)))
+    if after_pruning is not None:
+        change = "" if before is None else f" ({after_pruning - before:+.2f} points)"
+        rows.append(("accuracy after pruning", _pct(after_pruning) + change))
+    for epoch in epochs:
+        rows.append((f"fine-tuning epoch {epoch['epoch']}", _epoch_text(epoch)))
+    if after_finetuning is not None:
+        change = "" if before is None else f" ({after_finetuning - before:+.2f} points)"
+        done = f" after {steps} steps" if steps is not None else ""
+        rows.append(("accuracy after fine-tuning", _pct(after_finetuning) + change + done))
+    return rows

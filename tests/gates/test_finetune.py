@@ -181,3 +181,32 @@ def test_zero_dim_constants_stay_fixed_while_the_weights_train():
     assert before["lo"] == after["lo"] and before["hi"] == after["hi"]
     assert not np.array_equal(before["w"], after["w"])
     assert not np.array_equal(before["fw"], after["fw"])
+
+
+def test_cli_reports_accuracy_before_after_pruning_per_epoch_and_after(setup, tmp_path):
+    import json
+
+    folder = setup[0]
+    x, y = setup[4]
+    np.savez(tmp_path / "held.npz", x=x, y=y)
+    args = ["finetune", folder / "p.onnx", "--teacher", VGG, "--data", folder / "d.npz",
+            "--eval-data", tmp_path / "held.npz", "--epochs", "2", "--batch-size", "32",
+            "--lr", "0.003", "--optimizer", "adamw", "--quiet", "--device", "cpu",
+            "-o", tmp_path / "f.onnx", "--report", tmp_path / "r.json"]
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert all(e["accuracy"] is not None for e in report["epochs"])  # held-out, per epoch
+    before, pruned = report["accuracy_before_pruning"], report["accuracy_after_pruning"]
+    after = report["accuracy_after_finetuning"]
+    assert before == report["accuracy_teacher"] > pruned  # pruned to a third of the channels
+    assert after > pruned + 5.0
+    assert abs(after - report["epochs"][-1]["accuracy"]) < 1.0  # ONNX Runtime ≈ the executor
+    table = result.stdout
+    assert f"accuracy before pruning     {before:.2f}%" in table
+    assert f"accuracy after pruning      {pruned:.2f}% ({pruned - before:+.2f} points)" in table
+    for epoch in report["epochs"]:
+        assert f"fine-tuning epoch {epoch['epoch']}" in table
+        assert f"held-out {epoch['accuracy']:.2f}%" in table
+    assert f"accuracy after fine-tuning  {after:.2f}% ({after - before:+.2f} points)" in table
