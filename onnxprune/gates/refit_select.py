@@ -37,6 +37,8 @@ from onnxprune.gates.executor import TorchGraph
 
 DAMP = 1e-2  # ρ: H's ridge as a fraction of its mean diagonal
 MAX_ROWS = 4096  # im2col rows per calibration batch entering H
+GREEDY_STEPS = 256  # greedy steps of a group at most (wider groups lose several per step)
+CHUNK_BYTES = 64 << 20  # float64 im2col columns built at once while H is accumulated
 
 
 class _Layer:
@@ -64,17 +66,34 @@ class _Layer:
         self.generator = torch.Generator().manual_seed(0)
 
     def add(self, x: torch.Tensor) -> None:
+        """Accumulate H over a batch: at most ``MAX_ROWS`` random im2col rows, the columns
+        built for chunks of images of about ``CHUNK_BYTES`` (not the whole batch at once)."""
         x = x.double()
         if self.kernel is None:
-            cols = x.reshape(x.shape[0], -1)
-        else:
-            pads = list(self.attrs.get("pads", [0, 0, 0, 0]))
-            if any(pads):
-                x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-            cols = F.unfold(x, self.kernel, dilation=tuple(self.attrs.get("dilations", [1, 1])),
-                            stride=tuple(self.attrs.get("strides", [1, 1])))
-            cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        if cols.shape[0] > MAX_ROWS:
+            self._accumulate(x.reshape(x.shape[0], -1))
+            return
+        pads = list(self.attrs.get("pads", [0, 0, 0, 0]))
+        if any(pads):
+            x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+        options = dict(dilation=tuple(self.attrs.get("dilations", [1, 1])),
+                       stride=tuple(self.attrs.get("strides", [1, 1])))
+        first = F.unfold(x[:1], self.kernel, **options)  # [1, fan, positions]
+        fan, positions = first.shape[1], first.shape[2]
+        total = x.shape[0] * positions
+        rows = (torch.randperm(total, generator=self.generator)[:MAX_ROWS]
+                if total > MAX_ROWS else None)  # the same rows as one whole-batch unfold
+        chunk = max(1, CHUNK_BYTES // max(1, 8 * fan * positions))
+        for start in range(0, x.shape[0], chunk):
+            stop = min(start + chunk, x.shape[0])
+            cols = F.unfold(x[start:stop], self.kernel, **options)
+            cols = cols.transpose(1, 2).reshape(-1, fan)
+            if rows is not None:
+                local = rows[(rows >= start * positions) & (rows < stop * positions)]
+                cols = cols[(local - start * positions).to(cols.device)]
+            self._accumulate(cols)
+
+    def _accumulate(self, cols: torch.Tensor) -> None:
+        if self.kernel is None and cols.shape[0] > MAX_ROWS:
             rows = torch.randperm(cols.shape[0], generator=self.generator)[:MAX_ROWS]
             cols = cols[rows.to(cols.device)]
         cols = torch.cat([cols, torch.ones(len(cols), 1, dtype=cols.dtype, device=cols.device)], 1)
@@ -82,13 +101,18 @@ class _Layer:
         self.gram = g if self.gram is None else self.gram + g
 
     def start(self) -> None:
-        """H⁻¹ (damped), the weights as a tensor, and the output energy tr(W H Wᵀ)."""
+        """H⁻¹ (damped), the weights as a tensor, WᵀW, and the output energy tr(W H Wᵀ)."""
         h = self.gram
         damp = DAMP * torch.diagonal(h).mean().clamp_min(1e-12)
         eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
         self.hinv = torch.linalg.inv(h + damp * eye)
         self.wt = torch.as_tensor(self.w, dtype=h.dtype, device=h.device)
+        self.wtw = self.wt.T @ self.wt  # kept up to date by remove(): costs need its blocks
         self.energy = float(torch.einsum("oi,ij,oj->", self.wt, h, self.wt).clamp_min(1e-12))
+
+    def stop(self) -> None:
+        """Free what start() made (H stays, for another group this layer reads)."""
+        self.hinv = self.wt = self.wtw = None
 
     def blocks(self, channels) -> torch.Tensor | None:
         """[channels, k]: the input columns of each channel (None if not all the same size)."""
@@ -99,25 +123,30 @@ class _Layer:
 
     def costs(self, idx: torch.Tensor) -> torch.Tensor:
         """Relative output error of removing each row of columns ``idx`` [n, k] (alone) and
-        refitting the rest: tr(W_b S⁻¹ W_bᵀ) / energy, S = H⁻¹[b, b]."""
-        s = self.hinv[idx[:, :, None], idx[:, None, :]]  # [n, k, k]
-        wb = self.wt[:, idx].permute(1, 0, 2)  # [n, out, k]
-        inner = torch.linalg.solve(s, wb.transpose(1, 2))  # [n, k, out]
-        return (wb * inner.transpose(1, 2)).sum((1, 2)) / self.energy
+        refitting the rest: tr(W_b S⁻¹ W_bᵀ) / energy = tr(S⁻¹ W_bᵀW_b) / energy,
+        S = H⁻¹[b, b]; both k×k blocks are gathered, so a step costs n·k², not n·k·out."""
+        block = idx[:, :, None], idx[:, None, :]
+        inner = torch.linalg.solve(self.hinv[block], self.wtw[block])  # [n, k, k]
+        return inner.diagonal(dim1=1, dim2=2).sum(1) / self.energy
 
     def remove(self, b: torch.Tensor) -> None:
-        """The OBS update: refit the remaining weights, drop ``b`` from H⁻¹."""
+        """The OBS update: refit the remaining weights, drop ``b`` from H⁻¹ (and WᵀW)."""
         s = self.hinv[b][:, b]
         rows = self.hinv[b]  # [|b|, fan]
         try:
             step = torch.linalg.solve(s, rows)  # S⁻¹ H⁻¹[b, :]
         except RuntimeError:
             return
+        # W' = W − W_b·step, so W'ᵀW' = WᵀW − stepᵀ(W_bᵀW) − (WᵀW_b)·step + stepᵀ(W_bᵀW_b)·step
+        cross = self.wtw[b]  # W_bᵀW [|b|, fan]
+        mixed = step.T @ cross
+        self.wtw = self.wtw - mixed - mixed.T + step.T @ (cross[:, b] @ step)
         self.wt = self.wt - self.wt[:, b] @ step
         self.hinv = self.hinv - rows.T @ step
+        for matrix in (self.hinv, self.wtw):
+            matrix[b] = 0.0
+            matrix[:, b] = 0.0
         self.wt[:, b] = 0.0
-        self.hinv[b] = 0.0
-        self.hinv[:, b] = 0.0
 
 
 def _reading_layers(analysis: ChannelAnalysis) -> list[_Layer]:
@@ -166,26 +195,35 @@ def _collect(model, layers: list[_Layer], x, batch: int, device: str) -> None:
 
 def _group_scores(channels: range, layers: list[_Layer]) -> np.ndarray | None:
     """Cumulative relative refit error at each channel's greedy removal (None: the group's
-    channels have uneven column counts in some reader)."""
+    channels have uneven column counts in some reader). A group of more than
+    ``GREEDY_STEPS`` channels loses its cheapest ``ceil(channels / GREEDY_STEPS)`` per step
+    (one joint OBS update), so a step's cost does not grow the step count with the width."""
     for layer in layers:
         layer.start()
-    blocks = [layer.blocks(channels) for layer in layers]
-    if any(b is None for b in blocks):
-        return None
-    alive = np.ones(len(channels), dtype=bool)
-    scores, total = np.zeros(len(channels)), 0.0
-    for _ in range(len(channels)):
-        left = np.flatnonzero(alive)
-        cost = sum(layer.costs(b[left]) for layer, b in zip(layers, blocks))
-        cost = torch.nan_to_num(cost, nan=float("inf"))
-        pick = left[int(torch.argmin(cost))]
-        total += max(float(cost.min()), 0.0)
-        scores[pick] = total
-        alive[pick] = False
-        if alive.any():
-            for layer, b in zip(layers, blocks):
-                layer.remove(b[pick])
-    return scores
+    try:
+        blocks = [layer.blocks(channels) for layer in layers]
+        if any(b is None for b in blocks):
+            return None
+        per_step = -(-len(channels) // GREEDY_STEPS)
+        alive = np.ones(len(channels), dtype=bool)
+        scores, total = np.zeros(len(channels)), 0.0
+        while alive.any():
+            left = np.flatnonzero(alive)
+            cost = sum(layer.costs(b[left]) for layer, b in zip(layers, blocks))
+            cost = torch.nan_to_num(cost, nan=float("inf")).cpu()
+            order = torch.argsort(cost, stable=True)[:per_step].numpy()
+            for k in order:
+                total += max(float(cost[k]), 0.0)
+                scores[left[k]] = total
+            picks = left[order]
+            alive[picks] = False
+            if alive.any():
+                for layer, b in zip(layers, blocks):
+                    layer.remove(b[picks].reshape(-1))
+        return scores
+    finally:
+        for layer in layers:
+            layer.stop()
 
 
 ALLOCATIONS = ("macs", "uniform", "error")  # macs: chosen on validation (issue 14,
