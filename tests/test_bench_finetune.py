@@ -5,6 +5,7 @@ Never trains: it re-initialises the Fashion-MNIST reference graphs and renders s
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -72,6 +73,37 @@ def test_partial_rows_of_one_cell_merge_into_one_table_line():
     assert len(rows) == 2
     text = bench.table(rows)
     line = [x for x in text.splitlines() if "| 24.0% |" in x][0]
-    assert "| 90.00 | 80.00 | -1.00 | ≥ −1.5: met |" in line
+    assert "| 90.00 | — | 80.00 | -1.00 | ≥ −1.5: met |" in line
     assert "| -0.20 | ≥ −0.5: met |" in text
     assert bench.table(rows, "val").count("\n") == 2  # header only: no val rows
+
+
+def _history(*accuracies):
+    return [{"epoch": i + 1, "steps": 859 * (i + 1), "loss": 0.1, "accuracy": a}
+            for i, a in enumerate(accuracies)]
+
+
+def test_settings_variants_are_separate_cells_with_per_epoch_accuracy(tmp_path):
+    rows = bench.merge_rows(
+        [_row(epochs=3, accuracy_finetuned=90.5, finetune_history=_history(89.0, 90.0, 91.0)),
+         _row(epochs=3, variant="optimizer=adamw", accuracy_finetuned=90.1,
+              finetune_history=_history(88.5, 89.5, 90.25), compress_method="refit")])
+    assert len(rows) == 2
+    text = bench.table(rows)
+    assert "| defaults | 91.00 | 86.00 | 90.50 | 89.00 / 90.00 / 91.00 |" in text
+    assert "| optimizer=adamw | 91.00 | 86.00 (refit) | 90.10 | 88.50 / 89.50 / 90.25 |" in text
+    # --table-from: the table of stored rows, written to --table-out, nothing trained
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "table.md"
+    assert bench.main(["--table-from", str(tmp_path / "rows.json"), "--split", "test",
+                       "--table-out", str(out)]) == 0
+    assert out.read_text() == text
+
+
+def test_variant_names_only_the_settings_that_differ_from_the_defaults():
+    from onnxprune.gates.config import FinetuneConfig
+
+    defaults = vars(FinetuneConfig())
+    assert bench.variant(defaults) == ""
+    assert bench.variant({**defaults, "optimizer": "adamw", "augment": True, "lr": 0.5}) == \
+        "optimizer=adamw,augment=True"  # lr and epochs are columns of their own

@@ -33,6 +33,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,18 @@ sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
 GOALS = {0.5: 0.5, 0.25: 1.5}  # target -> allowed drop (points) of the fine-tuned model
-KEY = ("split", "model", "target", "seed", "epochs", "lr")
+KEY = ("split", "model", "target", "seed", "epochs", "lr", "variant")
+TUNABLE = ("optimizer", "batch_size", "temperature", "alpha", "augment", "weight_decay")
+
+
+def variant(settings: dict) -> str:
+    """The fine-tune settings of a row other than lr/epochs that differ from the
+    ``FinetuneConfig`` defaults, as ``key=value`` joined by commas ('' for the defaults)."""
+    from onnxprune.gates.config import FinetuneConfig
+
+    default = FinetuneConfig()
+    return ",".join(f"{k}={settings[k]}" for k in TUNABLE
+                    if k in settings and settings[k] != getattr(default, k))
 
 
 # ------------------------------------------------------------------------------ re-initialisation
@@ -122,34 +134,78 @@ def accuracy_ort(model, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean() * 100)
 
 
-def compressed(name: str, target: float, seed: int, files: dict, cache: Path) -> tuple:
-    """(pruned model path, compress report): ``compress`` with default settings, cached."""
-    from onnxprune.pipeline import CompressConfig, compress
+def git_commit() -> str:
+    """HEAD of the repository, with the package's files that differ from it."""
+    import subprocess
 
-    out = cache / f"{name}_{target}_{seed}.onnx"
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout
+    head = git("rev-parse", "--short=10", "HEAD").strip() or "unknown"
+    dirty = sorted(line[3:] for line in git("status", "--porcelain", "--", "onnxprune").splitlines())
+    return head + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
+
+
+def compressed(name: str, target: float, seed: int, files: dict, cache: Path) -> tuple:
+    """(pruned model path, compress report): ``compress`` with default settings, cached per
+    (model, target, seed, resolved method); the cache entry records the commit it came from."""
+    from onnxprune.pipeline import CompressConfig, compress, resolve_method
+
+    config = CompressConfig(model=str(ROOT / "models" / f"fashion_{name}.onnx"), output="",
+                            target=target, data=files["train"], eval_data=files["val"],
+                            seed=seed, quiet=True, force=True)
+    method = resolve_method(config)
+    out = cache / f"{name}_{target}_{seed}_{method}.onnx"
     meta = out.with_suffix(".json")
     if out.exists() and meta.exists():
         return out, {**json.loads(meta.read_text()), "cached": True}
-    config = CompressConfig(model=str(ROOT / "models" / f"fashion_{name}.onnx"), output=str(out),
-                            target=target, data=files["train"], eval_data=files["val"],
-                            seed=seed, quiet=True, force=True)
-    started = time.monotonic()
-    report = compress(config)
+    started, commit = time.monotonic(), git_commit()
+    report = compress(replace(config, output=str(out)))
     about = {"macs_ratio": report["macs_after"] / report["macs_before"],
              "params_after": report["params_after"], "params_before": report["params_before"],
+             "method": report.get("method", method), "commit": commit,
              "seconds": round(time.monotonic() - started, 1)}
-    meta.write_text(json.dumps(about))
+    write_json(meta, about)
     return out, {**about, "cached": False}
 
 
-def train(pruned, teacher, data, lr: float, epochs: int, seed: int):
+def train(pruned, teacher, data, lr: float, epochs: int, seed: int, tuned: dict):
     from onnxprune.gates.config import FinetuneConfig
     from onnxprune.gates.finetune import finetune
 
-    config = FinetuneConfig(epochs=epochs, lr=lr, seed=seed)
+    config = FinetuneConfig(epochs=epochs, lr=lr, seed=seed, **tuned)
     started = time.monotonic()
-    result = finetune(pruned, teacher, *data["train"], config, eval_set=data["val"])
+    def progress(step, total, terms):
+        if step % 200 == 0 or step == total:
+            print(f"  step {step}/{total} loss {terms['loss']:.4f} "
+                  f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+    result = finetune(pruned, teacher, *data["train"], config, eval_set=data["val"],
+                      progress=progress)
     return result, round(time.monotonic() - started, 1), config
+
+
+def trained(part: str, pruned_path: Path, teacher, data, lr, args, seed) -> dict:
+    """Train ``part`` (finetune | scratch) of a cell, or reuse the model trained with the same
+    settings before (training never reads the test split, so a ``--split test`` run evaluates
+    the very model its validation run chose): {model path, history, steps, seconds, settings}."""
+    tag = variant(args.tuned).replace("=", "").replace(",", "_")
+    limit = f"_n{args.train_limit}" if args.train_limit else ""
+    out = pruned_path.with_name(f"{pruned_path.stem}_{part}_e{args.epochs}_lr{lr:g}"
+                                f"{'_' + tag if tag else ''}{limit}.onnx")
+    meta = out.with_suffix(".json")
+    if out.exists() and meta.exists():
+        return {**json.loads(meta.read_text()), "path": out, "cached": True}
+    pruned = onnx.load(str(pruned_path))
+    if part == "scratch":
+        pruned, teacher = reinitialised(pruned, seed), None
+    result, seconds, config = train(pruned, teacher, data, lr, args.epochs, seed, args.tuned)
+    tmp = out.with_suffix(".tmp.onnx")
+    onnx.save(result.model, str(tmp))
+    os.replace(tmp, out)
+    about = {"history": result.history, "steps": result.steps, "seconds": seconds,
+             "settings": vars(config)}
+    write_json(meta, about)
+    return {**about, "path": out, "cached": False}
 
 
 def run_cell(name, target, seed, lr, args, data, files, cache) -> dict:
@@ -157,23 +213,22 @@ def run_cell(name, target, seed, lr, args, data, files, cache) -> dict:
     teacher = onnx.load(str(teacher_path))
     x, y = data[args.split]
     path, about = compressed(name, target, seed, files, cache)
-    pruned = onnx.load(str(path))
     row = {"split": args.split, "model": name, "target": target, "seed": seed,
-           "epochs": args.epochs, "lr": lr, "train_images": len(data["train"][1]), "macs_ratio": round(about["macs_ratio"], 4),
+           "epochs": args.epochs, "lr": lr, "variant": variant(args.tuned),
+           "train_images": len(data["train"][1]), "macs_ratio": round(about["macs_ratio"], 4),
            "compress_seconds": about["seconds"], "compress_cached": about["cached"],
+           "compress_method": about.get("method"), "compress_commit": about.get("commit"),
            "accuracy_unpruned": accuracy_ort(str(teacher_path), x, y),
            "accuracy_compress": accuracy_ort(str(path), x, y)}
-    if "finetune" in args.parts:
-        result, seconds, config = train(pruned, teacher, data, lr, args.epochs, seed)
-        row.update(steps=result.steps, finetune_seconds=seconds,
-                   accuracy_finetuned=accuracy_ort(result.model, x, y),
-                   finetune_history=result.history, settings=vars(config))
-    if "scratch" in args.parts:
-        fresh = reinitialised(pruned, seed)
-        scratch, seconds, config = train(fresh, None, data, lr, args.epochs, seed)
-        row.update(steps=scratch.steps, scratch_seconds=seconds,
-                   accuracy_scratch=accuracy_ort(scratch.model, x, y),
-                   scratch_history=scratch.history, settings=vars(config))
+    for part, prefix in (("finetune", "finetune"), ("scratch", "scratch")):
+        if part not in args.parts:
+            continue
+        done = trained(part, path, teacher, data, lr, args, seed)
+        row.update({"steps": done["steps"], f"{prefix}_seconds": done["seconds"],
+                    f"{prefix}_cached": done["cached"], f"{prefix}_history": done["history"],
+                    "settings": done["settings"],
+                    f"accuracy_{'finetuned' if part == 'finetune' else 'scratch'}":
+                        accuracy_ort(str(done["path"]), x, y)})
     return row
 
 
@@ -182,16 +237,28 @@ def _fmt(value, spec=".2f", none="—") -> str:
     return none if value is None else format(value, spec)
 
 
+def _per_epoch(group: list[dict], key: str) -> str:
+    """Held-out (validation) accuracy after each epoch, means over the seeds: '90.1 / 90.8'."""
+    runs = [[e.get("accuracy") for e in r[key]] for r in group if r.get(key)]
+    if not runs or any(a is None for run in runs for a in run):
+        return "—"
+    return " / ".join(f"{sum(col) / len(col):.2f}" for col in zip(*runs))
+
+
 def table(rows: list[dict], split: str = "test") -> str:
-    """Markdown: one line per (model, target, epochs, lr) of ``split``, means over the seeds."""
+    """Markdown: one line per (model, target, epochs, lr, settings) of ``split``, means over the
+    seeds; the per-epoch column is the validation accuracy after each epoch (in the executor)."""
     rows = [r for r in rows if r["split"] == split]
-    lines = ["| model | MACs | seeds | epochs (steps) | lr | unpruned | compress | fine-tuned | "
-             "from scratch | fine-tuned − unpruned | goal |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    cells = sorted({(r["model"], r["target"], r["epochs"], r["lr"]) for r in rows},
-                   key=lambda c: (c[0], -c[1], c[2], c[3]))
+    lines = ["| model | MACs | seeds | epochs (steps) | lr | settings | unpruned | compress | "
+             "fine-tuned | fine-tuned per epoch (val) | from scratch | fine-tuned − unpruned | "
+             "goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    def cell_of(r):
+        return r["model"], r["target"], r["epochs"], r["lr"], r.get("variant", "")
+
+    cells = sorted({cell_of(r) for r in rows}, key=lambda c: (c[0], -c[1], c[2], c[3], c[4]))
     for cell in cells:
-        group = [r for r in rows if (r["model"], r["target"], r["epochs"], r["lr"]) == cell]
+        group = [r for r in rows if cell_of(r) == cell]
 
         def mean(key):
             values = [r[key] for r in group if key in r]
@@ -201,12 +268,14 @@ def table(rows: list[dict], split: str = "test") -> str:
         gap = None if finetuned is None else finetuned - mean("accuracy_unpruned")
         goal = "" if allowed is None or gap is None else (
             f"≥ −{allowed}: " + ("met" if gap >= -allowed else "not met"))
+        method = group[0].get("compress_method")
         lines.append(
             f"| {cell[0]} | {100 * mean('macs_ratio'):.1f}% | "
             f"{','.join(str(r['seed']) for r in group)} | {cell[2]} ({group[0].get('steps')}) | "
-            f"{cell[3]:g} | {mean('accuracy_unpruned'):.2f} | {mean('accuracy_compress'):.2f} | "
-            f"{_fmt(finetuned)} | {_fmt(mean('accuracy_scratch'))} | {_fmt(gap, '+.2f')} | "
-            f"{goal} |")
+            f"{cell[3]:g} | {cell[4] or 'defaults'} | {mean('accuracy_unpruned'):.2f} | "
+            f"{mean('accuracy_compress'):.2f}{f' ({method})' if method else ''} | "
+            f"{_fmt(finetuned)} | {_per_epoch(group, 'finetune_history')} | "
+            f"{_fmt(mean('accuracy_scratch'))} | {_fmt(gap, '+.2f')} | {goal} |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,7 +285,7 @@ def merge_rows(*groups: list[dict]) -> list[dict]:
     merged: dict[tuple, dict] = {}
     for rows in groups:
         for row in rows:
-            key = tuple(row[k] for k in KEY)
+            key = tuple(row.get(k, "") for k in KEY)
             merged[key] = {**merged.get(key, {}), **row}
     return list(merged.values())
 
@@ -272,11 +341,19 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", default="0.01", help="fine-tuning (and scratch) learning rates")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--alpha", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--augment", action="store_true", help="random flip + crop")
     parser.add_argument("--parts", default="finetune,scratch",
                         help="what to train per cell: finetune, scratch or both")
     parser.add_argument("--no-scratch", action="store_true", help="= --parts finetune")
     parser.add_argument("--merge", type=Path, nargs="+",
                         help="only combine these JSON files (into --json) and print the table")
+    parser.add_argument("--table-from", type=Path, nargs="+",
+                        help="only print the table of these JSON files (and --table-out it)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-limit", type=int, help="smoke test: the first N training images")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/onnxprune_bench_finetune"))
@@ -284,8 +361,11 @@ def main(argv=None) -> int:
     parser.add_argument("--table-out", type=Path)
     args = parser.parse_args(argv)
     args.parts = ("finetune",) if args.no_scratch else tuple(args.parts.split(","))
-    if args.merge:
-        text = table(merge_files(args.merge, args.json), args.split)
+    args.tuned = {k: getattr(args, k) for k in TUNABLE if getattr(args, k) not in (None, False)}
+    if args.merge or args.table_from:
+        text = table(merge_files(args.merge, args.json) if args.merge else
+                     merge_rows(*(json.loads(p.read_text())["rows"] for p in args.table_from)),
+                     args.split)
         print(text)
         if args.table_out:
             args.table_out.write_text(text)
