@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
 GOALS = {0.5: 0.5, 0.25: 1.5}  # target -> allowed drop (points) of the fine-tuned model
-KEY = ("split", "model", "target", "seed", "epochs", "lr", "variant")
+KEY = ("split", "model", "target", "seed", "epochs", "lr", "variant", "compress_method")
 TUNABLE = ("optimizer", "batch_size", "temperature", "alpha", "augment", "weight_decay")
 
 
@@ -254,9 +254,10 @@ def table(rows: list[dict], split: str = "test") -> str:
              "goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell_of(r):
-        return r["model"], r["target"], r["epochs"], r["lr"], r.get("variant", "")
+        return (r["model"], r["target"], r["epochs"], r["lr"], r.get("variant", ""),
+                r.get("compress_method") or "")
 
-    cells = sorted({cell_of(r) for r in rows}, key=lambda c: (c[0], -c[1], c[2], c[3], c[4]))
+    cells = sorted({cell_of(r) for r in rows}, key=lambda c: (c[0], -c[1], c[2], c[3], c[4], c[5]))
     for cell in cells:
         group = [r for r in rows if cell_of(r) == cell]
 
@@ -268,7 +269,7 @@ def table(rows: list[dict], split: str = "test") -> str:
         gap = None if finetuned is None else finetuned - mean("accuracy_unpruned")
         goal = "" if allowed is None or gap is None else (
             f"≥ −{allowed}: " + ("met" if gap >= -allowed else "not met"))
-        method = group[0].get("compress_method")
+        method = cell[5]
         lines.append(
             f"| {cell[0]} | {100 * mean('macs_ratio'):.1f}% | "
             f"{','.join(str(r['seed']) for r in group)} | {cell[2]} ({group[0].get('steps')}) | "
