@@ -37,8 +37,9 @@ def test_long_names_are_shortened_in_tables_but_full_in_json():
     assert max(len(line) for line in text.splitlines()) < 120
 
 
-EPOCHS = [{"epoch": 1, "steps": 859, "loss": 0.0755, "kd": 0.0547, "ce": 0.2628, "accuracy": 90.86},
-          {"epoch": 2, "steps": 1718, "loss": 0.0612, "kd": 0.0431, "ce": 0.2214, "accuracy": 91.02}]
+EPOCHS = [
+    {"epoch": 1, "steps": 859, "loss": 0.0755, "kd": 0.0547, "ce": 0.2628, "accuracy": 90.86},
+    {"epoch": 2, "steps": 1718, "loss": 0.0612, "kd": 0.0431, "ce": 0.2214, "accuracy": 91.02}]
 
 
 def test_finetune_rows_show_every_stage_and_each_epoch_in_order():

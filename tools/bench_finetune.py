@@ -141,7 +141,8 @@ def git_commit() -> str:
     def git(*cmd):
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout
     head = git("rev-parse", "--short=10", "HEAD").strip() or "unknown"
-    dirty = sorted(line[3:] for line in git("status", "--porcelain", "--", "onnxprune").splitlines())
+    changed = git("status", "--porcelain", "--", "onnxprune").splitlines()
+    dirty = sorted(line[3:] for line in changed)
     return head + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
