@@ -15,6 +15,9 @@ Score variants (``--variants``, comma separated):
 * ``l1``, ``bn-scale``, ``random``   the baselines
 * ``refit``             reconstruction-aware selection (``onnxprune.gates.refit_select``), the
                         raw cumulative refit errors (allocation "error")
+* ``refit-s<N>``        the same on N calibration images (instead of 512)
+* ``refit-r<K>``        ``iterative_refit_scores``: K rounds, each scored on the model pruned so
+                        far and recalibrated (allocation "macs" inside; no view)
 
 ``<variant>+u``: the same scores made uniform (rank within the group), so that every group
 loses the same fraction of its channels; ``<variant>+m<P>``: divided by the MACs of one channel
@@ -82,10 +85,8 @@ def gate_scores(variant: str, model, analysis, x, y, target: float, seed: int,
         from onnxprune.scores import baseline_scores
 
         return baseline_scores(variant, analysis, seed)[0]
-    if variant == "refit":
-        from onnxprune.gates.refit_select import raw_refit_scores
-
-        return raw_refit_scores(model, analysis, x, seed=seed)
+    if variant.split("-")[0] == "refit":
+        return refit_variant(variant, model, analysis, x, target, seed)
     from onnxprune.gates.autobot import train_gates
 
     settings = {"iterations": iterations, "seed": seed}
@@ -102,6 +103,27 @@ def gate_scores(variant: str, model, analysis, x, y, target: float, seed: int,
         else:
             raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
     return train_gates(model, analysis, x, labels, target, GateConfig(**settings)).gates
+
+
+def refit_variant(variant: str, model, analysis, x, target: float, seed: int) -> np.ndarray:
+    """``refit``: the raw cumulative refit errors (allocation "error"; ``+m1`` makes them the
+    default "macs" allocation); ``refit-s<N>``: on N calibration images instead of 512;
+    ``refit-r<K>``: ``iterative_refit_scores`` in K rounds (allocation "macs" inside each round,
+    ``round_to`` auto; banded scores: use it without a view)."""
+    from onnxprune.gates.refit_select import iterative_refit_scores, raw_refit_scores
+    from onnxprune.select import auto_round_to
+
+    settings = {"samples": 512, "rounds": 1}
+    for part in variant.split("-")[1:]:
+        if part[:1] in ("s", "r") and part[1:].isdigit():
+            settings["samples" if part[0] == "s" else "rounds"] = int(part[1:])
+        else:
+            raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
+    if settings["rounds"] == 1:
+        return raw_refit_scores(model, analysis, x, seed=seed, samples=settings["samples"])
+    return iterative_refit_scores(model, analysis, x, target, rounds=settings["rounds"],
+                                  round_to=lambda a: auto_round_to(a, "cpu"), seed=seed,
+                                  samples=settings["samples"])
 
 
 def measure(model, analysis, scores, target, x_train, x_val, y_val, samples: int, seed: int,

@@ -38,7 +38,6 @@ from onnxprune.gates.executor import TorchGraph
 DAMP = 1e-2  # ρ: H's ridge as a fraction of its mean diagonal
 MAX_ROWS = 4096  # im2col rows per calibration batch entering H
 GREEDY_STEPS = 256  # greedy steps of a group at most (wider groups lose several per step)
-CHUNK_BYTES = 64 << 20  # float64 im2col columns built at once while H is accumulated
 
 
 class _Layer:
@@ -66,34 +65,16 @@ class _Layer:
         self.generator = torch.Generator().manual_seed(0)
 
     def add(self, x: torch.Tensor) -> None:
-        """Accumulate H over a batch: at most ``MAX_ROWS`` random im2col rows, the columns
-        built for chunks of images of about ``CHUNK_BYTES`` (not the whole batch at once)."""
-        x = x.double()
+        """Accumulate H over a batch: at most ``MAX_ROWS`` random im2col rows, gathered from
+        the input directly (no unfold of the whole batch)."""
         if self.kernel is None:
-            self._accumulate(x.reshape(x.shape[0], -1))
+            self._accumulate(x.reshape(x.shape[0], -1).double())
             return
-        pads = list(self.attrs.get("pads", [0, 0, 0, 0]))
-        if any(pads):
-            x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-        options = dict(dilation=tuple(self.attrs.get("dilations", [1, 1])),
-                       stride=tuple(self.attrs.get("strides", [1, 1])))
-        first = F.unfold(x[:1], self.kernel, **options)  # [1, fan, positions]
-        fan, positions = first.shape[1], first.shape[2]
-        total = x.shape[0] * positions
-        rows = (torch.randperm(total, generator=self.generator)[:MAX_ROWS]
-                if total > MAX_ROWS else None)  # the same rows as one whole-batch unfold
-        chunk = max(1, CHUNK_BYTES // max(1, 8 * fan * positions))
-        for start in range(0, x.shape[0], chunk):
-            stop = min(start + chunk, x.shape[0])
-            cols = F.unfold(x[start:stop], self.kernel, **options)
-            cols = cols.transpose(1, 2).reshape(-1, fan)
-            if rows is not None:
-                local = rows[(rows >= start * positions) & (rows < stop * positions)]
-                cols = cols[(local - start * positions).to(cols.device)]
-            self._accumulate(cols)
+        self._accumulate(_sampled_columns(x, self.kernel, self.attrs, self.generator).double(),
+                         sampled=True)
 
-    def _accumulate(self, cols: torch.Tensor) -> None:
-        if self.kernel is None and cols.shape[0] > MAX_ROWS:
+    def _accumulate(self, cols: torch.Tensor, sampled: bool = False) -> None:
+        if not sampled and cols.shape[0] > MAX_ROWS:
             rows = torch.randperm(cols.shape[0], generator=self.generator)[:MAX_ROWS]
             cols = cols[rows.to(cols.device)]
         cols = torch.cat([cols, torch.ones(len(cols), 1, dtype=cols.dtype, device=cols.device)], 1)
@@ -147,6 +128,27 @@ class _Layer:
             matrix[b] = 0.0
             matrix[:, b] = 0.0
         self.wt[:, b] = 0.0
+
+
+def _sampled_columns(x: torch.Tensor, kernel, attrs: dict, generator) -> torch.Tensor:
+    """At most ``MAX_ROWS`` random rows of ``F.unfold``'s im2col matrix of a Conv input
+    (rows: sample × output position; columns: channel-major, then kernel row and column), the
+    same rows in the same order as sampling the whole unfolded batch, gathered directly."""
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    if any(pads):
+        x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+    (sh, sw), (dh, dw) = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
+    kh, kw = kernel
+    oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    total = x.shape[0] * oh * ow
+    rows = (torch.randperm(total, generator=generator)[:MAX_ROWS] if total > MAX_ROWS
+            else torch.arange(total)).to(x.device)
+    n, p = rows // (oh * ow), rows % (oh * ow)
+    h = (p // ow)[:, None] * sh + torch.arange(kh, device=x.device)[None] * dh  # [R, kh]
+    w = (p % ow)[:, None] * sw + torch.arange(kw, device=x.device)[None] * dw  # [R, kw]
+    patches = x[n[:, None, None], :, h[:, :, None], w[:, None, :]]  # [R, kh, kw, C]
+    return patches.permute(0, 3, 1, 2).reshape(len(rows), -1)
 
 
 def _reading_layers(analysis: ChannelAnalysis) -> list[_Layer]:
@@ -289,3 +291,103 @@ def raw_refit_scores(model, analysis: ChannelAnalysis, x, *, samples: int = 512,
         scores[part] = floor * 0.5 * l1[part] / max(l1[part].max(), 1e-12)
     scores[~np.isfinite(scores)] = scores[np.isfinite(scores)].max(initial=1.0) * 2 + 1
     return scores
+
+
+ROUNDS = 1  # refit rounds of compress's refit selection (see iterative_refit_scores)
+
+
+def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *,
+                           rounds: int = 2, round_to=None, samples: int = 512, seed: int = 0,
+                           batch: int = 64, device: str = "cpu", allocation: str = "macs",
+                           mac_power: float = 1.0) -> np.ndarray:
+    """Refit scores reached in ``rounds`` steps (an OBS-style schedule): round k prunes to
+    ``target**(k/rounds)`` of the original MACs with scores measured on the model pruned so far
+    and recalibrated (least squares, against the *original* model's outputs, on the same
+    calibration pick), so that each round scores the channels left where their inputs already
+    carry the earlier rounds' error. Returns scores over ``analysis``' channels in bands:
+    channels dropped in round 1 below those dropped in round 2, ..., below the kept ones; within
+    a band in that round's score order. ``select`` at ``target`` then removes the earlier rounds'
+    channels first and the last round's lowest. ``round_to``: a callable giving the
+    ``select`` multiple for an analysis (``None``: 1). ``rounds=1`` is :func:`refit_scores`."""
+    from onnxprune.select import select
+
+    def refit(m, a):
+        return refit_scores(m, a, x, samples=samples, seed=seed, batch=batch, device=device,
+                            allocation=allocation, mac_power=mac_power)
+
+    scores = refit(model, analysis)
+    if rounds <= 1:
+        return scores
+    multiple = round_to or (lambda a: 1)
+    n = analysis.total_channels
+    keep = np.ones(n, dtype=bool)
+    out = np.zeros(n)  # dropped in round k: k + its rank in that round's scores
+    macs_original = _macs(analysis)
+    current, where = analysis, np.arange(n)  # where: current channel -> original channel
+    for k in range(1, rounds):
+        fraction = target ** (k / rounds) * macs_original / _macs(current)
+        selection = select(current, scores, min(fraction, 1.0), multiple(current))
+        dropped = ~selection.keep
+        out[where[dropped]] = k + _rank(scores)[dropped]
+        keep[where[dropped]] = False
+        pruned = _pruned_recalibrated(model, analysis, keep, x, samples, seed, batch, device)
+        current, where = _map_channels(pruned, analysis, keep)
+        scores = refit(pruned, current)
+    out[where] = rounds + _rank(scores)  # the last round's: above every earlier band
+    return out
+
+
+def _rank(scores: np.ndarray) -> np.ndarray:
+    """Global rank of each score in [0, 1), ties in index order."""
+    order = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
+    return order / max(len(scores), 1)
+
+
+def _macs(analysis: ChannelAnalysis) -> float:
+    from onnxprune.select import MacCounter
+
+    return MacCounter(analysis).macs(np.ones(analysis.total_channels, dtype=bool))
+
+
+def _pruned_recalibrated(model, analysis, keep, x, samples, seed, batch, device):
+    """``model`` pruned to ``keep`` and refitted by least squares against its own outputs."""
+    from onnxprune.analysis.groups import analyze_channels
+    from onnxprune.gates.recalibrate import recalibrate
+    from onnxprune.lazydata import subset
+    from onnxprune.pipeline import kept_channels
+    from onnxprune.surgery import prune_model
+
+    plan = {}
+    for g in analysis.groups:
+        kept = np.flatnonzero(keep[g.offset:g.offset + g.channels])
+        if len(kept) < g.channels:
+            plan[g.id] = kept.tolist()
+    pruned = prune_model(model, plan, analysis=analyze_channels(model))
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:samples])
+    pruned, _ = recalibrate(model, pruned, subset(x, pick), kept_channels(analysis, keep),
+                            mode="reconstruct", device=device, batch_size=batch)
+    return pruned
+
+
+def _map_channels(pruned, analysis: ChannelAnalysis, keep: np.ndarray):
+    """The pruned model's analysis and, per its global channel, the original channel (groups
+    matched by their source tensors; group ids may name another source after surgery). A group
+    unprunable in ``analysis`` (e.g. ``--exclude``) stays so in the new one."""
+    import dataclasses
+
+    from onnxprune.analysis.groups import analyze_channels
+
+    new = analyze_channels(pruned)
+    by_source = {s: g for g in analysis.groups for s in g.sources}
+    where = np.zeros(new.total_channels, dtype=np.int64)
+    groups = []
+    for g2 in new.groups:
+        g = by_source[g2.sources[0]]
+        kept = g.offset + np.flatnonzero(keep[g.offset:g.offset + g.channels])
+        if len(kept) != g2.channels:
+            raise ValueError(f"group {g2.id}: {g2.channels} channels after surgery, "
+                             f"{len(kept)} kept")
+        where[g2.offset:g2.offset + g2.channels] = kept
+        groups.append(g2 if g.prunable or not g2.prunable else
+                      dataclasses.replace(g2, prunable=False, reason=g.reason))
+    return dataclasses.replace(new, groups=groups), where
