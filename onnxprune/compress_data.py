@@ -112,3 +112,39 @@ def with_data_shape(config, model: onnx.ModelProto):
 def calibration_pick(count: int, samples: int, seed: int) -> np.ndarray:
     """The calibration samples: a seeded choice of ``samples`` of ``count``, sorted."""
     return np.sort(np.random.default_rng(seed).permutation(count)[:samples])
+
+
+MIN_CALIBRATION = 32  # calibration samples kept however small the budget (the rest may spill)
+
+
+def calibration_within_budget(config, model: onnx.ModelProto, x, device: str = "cpu"):
+    """(calibration samples, a note or None): ``--calibration-samples``, or fewer where the
+    recalibration sweep's cached activations would not fit ``--memory-budget``.
+
+    The sweep keeps every activation of both graphs that a later step reads for every
+    calibration sample (``gates/sweep.py``), so its cache grows with the calibration set and the
+    input size: at 224×224 a ResNet-50 caches ~9 MiB per sample and graph. Past the budget it
+    would spill to disk and re-read every tensor once per step, which is slower than the rest
+    of ``compress`` together; so the set is cut to what fits (at least ``MIN_CALIBRATION``),
+    the same seeded pick's first samples. Layer fits draw at most a few thousand rows per
+    batch, so a few dozen 224×224 images still give each conv far more rows than inputs."""
+    requested = int(config.calibration_samples)
+    if not config.recalibrate or len(x) == 0 or requested <= MIN_CALIBRATION:
+        return requested, None
+    from onnxprune.gates.device import device_budget
+    from onnxprune.gates.executor import TorchGraph
+    from onnxprune.gates.memory import RECALIBRATION_CACHE, format_size
+    from onnxprune.gates.sweep import activation_bytes
+
+    sample = np.asarray(x[np.array([0])], dtype=np.float32)[0]
+    # the original's activations bound the pruned graph's; the input is cached once
+    per_sample = 2 * activation_bytes(TorchGraph(model).float(), sample) + sample.nbytes
+    cache = int(device_budget(config.memory_budget, device) * RECALIBRATION_CACHE)
+    fits = cache // max(per_sample, 1)
+    if fits >= min(requested, len(x)):
+        return requested, None
+    samples = max(MIN_CALIBRATION, int(fits))
+    return samples, (f"calibration: {samples} of the {requested} requested samples: the "
+                     f"recalibration caches {format_size(per_sample)} of activations per "
+                     f"sample and the memory budget leaves {format_size(cache)} for them "
+                     f"(raise --memory-budget to use more)")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxprune.compress_data import (Inputs, calibration_pick, prepare_inputs,  # noqa: F401
+from onnxprune.compress_data import (Inputs, calibration_pick,  # noqa: F401
+                                     calibration_within_budget, prepare_inputs,
                                      with_data_shape)
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, RECALIBRATION_MODES,
@@ -228,10 +229,10 @@ def compress(config: CompressConfig) -> dict:
                 if config.round_to == "auto" else config.round_to)
     selection = select(analysis, scores, config.target, round_to)
     pruned = prune_model(model, selection.plan(analysis), analysis=analysis, input_shapes=shapes)
-    pruned, recalibrated, calibration = _recalibrate(config, model, pruned, analysis, selection,
-                                                     inputs, excluded, device)
-    report = _report(config, model, pruned, analysis, selection, inputs, notes, training,
-                     recalibrated)
+    pruned, recalibrated, calibration, calibration_notes = _recalibrate(
+        config, model, pruned, analysis, selection, inputs, excluded, device)
+    report = _report(config, model, pruned, analysis, selection, inputs,
+                     [*notes, *calibration_notes], training, recalibrated)
     report["excluded"] = excluded
     report["method_requested"] = requested
     auto = ([f"--method auto chose {config.method} (refit where a least-squares refit on real "
@@ -267,22 +268,25 @@ def _provider_kind(provider: str) -> str:
 
 
 def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, device):
-    """(pruned model, recalibrated layer records, the calibration samples' indices in --data)."""
+    """(pruned model, recalibrated layer records, the calibration samples' indices in --data,
+    notes: fewer calibration samples where the memory budget holds fewer)."""
     if not config.recalibrate:
-        return pruned, [], []
+        return pruned, [], [], []
     from onnxprune.gates.recalibrate import recalibrate
 
-    pick = calibration_pick(len(inputs.x), config.calibration_samples, config.seed)
+    samples, note = calibration_within_budget(config, model, inputs.x, device)
+    pick = calibration_pick(len(inputs.x), samples, config.seed)
+    batch = fixed_batch(model) or min(64, max(1, -(-len(pick) // 2)))  # two folds at least
     frozen = {node for row in excluded for node in row["nodes"]}
     with Steps(config.quiet, config.progress).phase("recalibration") as update:
         pruned, recalibrated = recalibrate(
             model, pruned, inputs.x.subset(pick), kept_channels(analysis, selection.keep),
             mode=config.recalibration, device=device, frozen=frozen,
-            batch_size=fixed_batch(model) or 64, memory_budget=config.memory_budget,
+            batch_size=batch, memory_budget=config.memory_budget,
             progress=lambda done, total, name: update(done, name, total))
     training = inputs.about.get("training_indices")
     return pruned, recalibrated, (np.asarray(training)[pick].tolist() if training is not None
-                                  else pick.tolist())
+                                  else pick.tolist()), [note] if note else []
 
 
 def _finetune(config, model, pruned, inputs, device):

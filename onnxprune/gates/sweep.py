@@ -201,3 +201,15 @@ class Sweep:
                 and self.wanted[name] <= 0):
             for entry in self.values.pop(name):
                 self.cache.drop(entry)
+
+
+def activation_bytes(graph: TorchGraph, sample: np.ndarray) -> int:
+    """Peak bytes a sweep of ``graph`` caches for one calibration ``sample`` (without its batch
+    axis): each tensor from the step that makes it to its last reader, as ``Sweep`` keeps them
+    (the inputs and outputs a fit reads are among them). Runs the graph once, on one sample."""
+    cache = Cache(1 << 62, "cpu")
+    inputs = Inputs(np.ascontiguousarray(sample, dtype=np.float32)[None], 1, cache)
+    sweep = Sweep(graph, inputs, cache, Counter(graph.output_names))
+    with torch.no_grad():
+        sweep.advance_to(len(sweep.steps))
+    return cache.peak
