@@ -128,14 +128,20 @@ def resolve_method(config: CompressConfig) -> str:
 def _scores(config, model, analysis, x, y, device="cpu"):
     """Per-channel scores of the chosen method, and notes for the report."""
     if config.method == "refit":
-        from onnxprune.gates.refit_select import refit_scores
+        from onnxprune.gates.refit_select import ROUNDS, iterative_refit_scores
+        from onnxprune.select import auto_round_to
 
-        with Steps(config.quiet, config.progress).phase("refit scores", 1) as update:
-            scores = refit_scores(model, analysis, x, samples=config.calibration_samples,
-                                  seed=config.seed, batch=fixed_batch(model) or 64,
-                                  device=device)
-            update(1)
-        return scores, [], None
+        def round_to(a):
+            return (auto_round_to(a, _provider_kind(config.provider))
+                    if config.round_to == "auto" else config.round_to)
+
+        with Steps(config.quiet, config.progress).phase("refit scores", ROUNDS) as update:
+            scores = iterative_refit_scores(
+                model, analysis, x, config.target, rounds=ROUNDS, round_to=round_to,
+                samples=config.calibration_samples, seed=config.seed,
+                batch=fixed_batch(model) or 64, device=device,
+                memory_budget=config.memory_budget, progress=update)
+        return scores, [f"refit scores in {ROUNDS} rounds"] if ROUNDS > 1 else [], None
     if config.method != "autobot":
         from onnxprune.scores import baseline_scores
 

@@ -251,12 +251,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     parser.add_argument("--note", default=None, help="with --summarize: a note kept in the JSON")
+    parser.add_argument("--reference", default="autobot",
+                        help="with --summarize: the variant every other is compared with")
     parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
                         help="no runs: the cells x variants of these result files (--json: the "
                              "summary; --variants: the table's columns)")
     args = parser.parse_args(argv)
     if args.summarize:
-        summary = {**summarize(args.summarize), "note": args.note,
+        summary = {**summarize(args.summarize, args.reference), "note": args.note,
                    "command": "python tools/yardstick_search.py " + " ".join(
                        sys.argv[1:] if argv is None else argv)}
         print(summary_markdown(summary, [v for v in args.variants.split(",") if v]))
