@@ -322,6 +322,7 @@ def main(argv=None) -> int:
                      "iterations": args.iterations, "threads": args.threads, "jobs": args.jobs,
                      "calibration_samples": args.calibration_samples,
                      "refit_allocation": args.refit_allocation, "default": args.default,
+                     "refit_rounds": refit_rounds(),
                      "train_data": "55,000-image training split" if not data["embedded"]
                      else "models/fashion_train.npz",
                      "command": "python tools/bench_yardstick.py " + " ".join(argv),
@@ -331,6 +332,12 @@ def main(argv=None) -> int:
         "total_seconds": round(time.monotonic() - started, 1),
     }
     return finish(result, args)
+
+
+def refit_rounds() -> int:
+    from onnxprune.gates.refit_select import ROUNDS
+
+    return ROUNDS
 
 
 def merge(args) -> int:
