@@ -221,11 +221,7 @@ def versions() -> dict:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--peer-worker"]:
-        print(json.dumps(peer_worker(json.loads(argv[1]))))
-        return 0
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default="0.5,0.25")
@@ -262,7 +258,12 @@ def main(argv=None) -> int:
                              "settings on different models) into one table / --json / --readme")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run on the embedded subsets: vgg, 0.5, seed 0, 5 iterations")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _normalise(args) -> bool:
+    """Lists from the comma-separated options, compress's defaults filled in; False (after
+    a one-line message) for a bad --default or a missing peer virtualenv."""
     if args.quick:
         args.models, args.targets, args.seeds, args.iterations = "vgg", "0.5", "0", 5
     args.models = [m for m in args.models.split(",") if m]
@@ -284,13 +285,24 @@ def main(argv=None) -> int:
             len(parts) == 2 and parts[1] not in RECALIBRATIONS):
         print(f"--default is a method of compress ({', '.join(COMPRESS_METHODS)}) or "
               "METHOD/RECALIBRATION, e.g. auto or refit/reconstruct", file=sys.stderr)
-        return 2
-    default = args.default
+        return False
     if args.peer and not Path(args.peer_python).is_file():
         print(f"peer python {args.peer_python} not found: python -m venv /tmp/peer-venv && "
               "/tmp/peer-venv/bin/pip install 'onnxsim>=0.8,<0.9' onnxruntime (or --peer '')",
               file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--peer-worker"]:
+        print(json.dumps(peer_worker(json.loads(argv[1]))))
+        return 0
+    args = build_parser().parse_args(argv)
+    if not _normalise(args):
         return 2
+    default = args.default
     if args.merge:
         return merge(args)
     import torch
