@@ -215,7 +215,8 @@ def run_case(model: str, case: str, args, work: Path) -> dict:
     settings = {}
     for flag, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size),
                         ("--calibration-samples", args.calibration_samples),
-                        ("--device", args.device)):
+                        ("--device", args.device), ("--method", args.method),
+                        ("--memory-budget", args.memory_budget)):
         if value is not None:
             cmd += [flag, str(value)]
             settings[flag.lstrip("-")] = value
@@ -271,6 +272,58 @@ def run_case(model: str, case: str, args, work: Path) -> dict:
     return row
 
 
+# ---- table ------------------------------------------------------------------------------------
+
+TABLE_START, TABLE_END = "<!-- scale-table -->", "<!-- /scale-table -->"
+DATA = {"datafree": "data-free", "folder": "image folder"}
+NAMES = {"resnet50": "ResNet-50 224²", "mobilenet_v2": "MobileNetV2 224²",
+         "vgg320": "VGG 320², 1.26 GMACs"}
+
+
+def _settings_cell(row: dict) -> str:
+    given = {k: v for k, v in row.get("settings", {}).items() if k not in ("data", "preset")}
+    return ", ".join(f"--{k} {v}" for k, v in given.items()) or "defaults"
+
+
+def _phases_cell(row: dict) -> str:
+    spans = sorted(row.get("phase_s", {}).items(), key=lambda kv: -kv[1])
+    return "; ".join(f"{k} {v:.0f} s" for k, v in spans[:4])
+
+
+def table(runs: list[dict]) -> str:
+    """One markdown row per run: what ran, its wall time by phase, peak RSS, MACs and load."""
+    lines = ["| model | data | settings | commit | wall | longest phases | peak RSS | "
+             "MACs kept | load before |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        wall = (f"killed at {r['wall_s']:.0f} s in {r['phase_at_end']}" if r.get("timed_out")
+                else f"{r['wall_s']:.0f} s" + ("" if r["returncode"] == 0
+                                                else f" (exit {r['returncode']})"))
+        peak = max(r.get("peak_rss_mb", 0), r.get("peak_tree_rss_mb", 0)) / 1024
+        macs = f"{r['mac_fraction']:.3f}" if r.get("mac_fraction") else "–"
+        lines.append(f"| {NAMES.get(r['model'], r['model'])} | {DATA.get(r['case'], r['case'])} "
+                     f"| {_settings_cell(r)} | {r.get('commit', '?')} | {wall} | "
+                     f"{_phases_cell(r)} | {peak:.2f} GB | {macs} | "
+                     f"{r.get('load_before', ['?'])[0]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(args) -> int:
+    runs = json.loads(args.table_from.read_text())["runs"]
+    if args.tags is not None:
+        order = args.tags.split(",")
+        runs = sorted((r for r in runs if r.get("tag", "") in order),
+                      key=lambda r: (order.index(r.get("tag", "")), r["model"], r["case"]))
+    text = (f"JSON: `{args.table_from}`; `python tools/bench_scale.py --table-from "
+            f"{args.table_from}" + (f" --tags {args.tags}" if args.tags is not None else "")
+            + "`.\n\n" + table(runs))
+    print(text, end="")
+    if args.readme:
+        readme = args.readme.read_text()
+        start, end = readme.index(TABLE_START) + len(TABLE_START), readme.index(TABLE_END)
+        args.readme.write_text(readme[:start] + "\n" + text + readme[end:])
+    return 0
+
+
 # ---- main -------------------------------------------------------------------------------------
 
 def source_commit(source: Path) -> str:
@@ -322,6 +375,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, help="[compress's default]")
     parser.add_argument("--calibration-samples", type=int, help="[compress's default]")
     parser.add_argument("--device", help="[compress's default]")
+    parser.add_argument("--method", help="[compress's default]")
+    parser.add_argument("--memory-budget", help="[compress's default]")
     parser.add_argument("--images", type=int, default=1000, help="images in the folder case")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--smoke", action="store_true",
@@ -334,7 +389,15 @@ def main(argv=None) -> int:
                         help="names a variant of the settings; rows merge by model, case, smoke, tag, commit")
     parser.add_argument("--note", default="", help="free text stored with the runs")
     parser.add_argument("--json", type=Path, help="merge the results into this JSON")
+    parser.add_argument("--table-from", type=Path,
+                        help="print the markdown table of this JSON's runs instead of running")
+    parser.add_argument("--tags", help="with --table-from: only runs of these comma-separated "
+                                       "tags ('' for untagged), in this order")
+    parser.add_argument("--readme", type=Path, help="with --table-from: rewrite the text "
+                                                    f"between {TABLE_START} and {TABLE_END}")
     args = parser.parse_args(argv)
+    if args.table_from:
+        return write_table(args)
     if args.smoke:
         args.iterations = args.iterations or 2
         args.batch_size = args.batch_size or 8

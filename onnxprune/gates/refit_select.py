@@ -87,7 +87,7 @@ class _Layer:
         damp = DAMP * torch.diagonal(h).mean().clamp_min(1e-12)
         eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
         self.hinv = torch.linalg.inv(h + damp * eye)
-        self.wt = torch.as_tensor(self.w, dtype=h.dtype, device=h.device)
+        self.wt = torch.tensor(self.w, dtype=h.dtype, device=h.device)  # a copy: updated in place
         self.wtw = self.wt.T @ self.wt  # kept up to date by remove(): costs need its blocks
         self.energy = float(torch.einsum("oi,ij,oj->", self.wt, h, self.wt).clamp_min(1e-12))
 
@@ -106,24 +106,28 @@ class _Layer:
         """Relative output error of removing each row of columns ``idx`` [n, k] (alone) and
         refitting the rest: tr(W_b S⁻¹ W_bᵀ) / energy = tr(S⁻¹ W_bᵀW_b) / energy,
         S = H⁻¹[b, b]; both k×k blocks are gathered, so a step costs n·k², not n·k·out."""
+        if idx.shape[1] == 1:  # one column per channel: a quotient of two diagonals
+            col = idx[:, 0]
+            return self.wtw[col, col] / self.hinv[col, col] / self.energy
         block = idx[:, :, None], idx[:, None, :]
         inner = torch.linalg.solve(self.hinv[block], self.wtw[block])  # [n, k, k]
         return inner.diagonal(dim1=1, dim2=2).sum(1) / self.energy
 
     def remove(self, b: torch.Tensor) -> None:
-        """The OBS update: refit the remaining weights, drop ``b`` from H⁻¹ (and WᵀW)."""
+        """The OBS update: refit the remaining weights, drop ``b`` from H⁻¹ (and WᵀW); in
+        place, one BLAS pass per term."""
         s = self.hinv[b][:, b]
         rows = self.hinv[b]  # [|b|, fan]
         try:
             step = torch.linalg.solve(s, rows)  # S⁻¹ H⁻¹[b, :]
         except RuntimeError:
             return
-        # W' = W − W_b·step, so W'ᵀW' = WᵀW − stepᵀ(W_bᵀW) − (WᵀW_b)·step + stepᵀ(W_bᵀW_b)·step
+        # W' = W − W_b·step, so W'ᵀW' = WᵀW − stepᵀ·v − vᵀ·step with v = W_bᵀW − ½(W_bᵀW_b)·step
         cross = self.wtw[b]  # W_bᵀW [|b|, fan]
-        mixed = step.T @ cross
-        self.wtw = self.wtw - mixed - mixed.T + step.T @ (cross[:, b] @ step)
-        self.wt = self.wt - self.wt[:, b] @ step
-        self.hinv = self.hinv - rows.T @ step
+        v = cross - 0.5 * (cross[:, b] @ step)
+        self.wtw.addmm_(step.T, v, alpha=-1.0).addmm_(v.T, step, alpha=-1.0)
+        self.wt.addmm_(self.wt[:, b], step, alpha=-1.0)
+        self.hinv.addmm_(rows.T, step, alpha=-1.0)
         for matrix in (self.hinv, self.wtw):
             matrix[b] = 0.0
             matrix[:, b] = 0.0
