@@ -371,7 +371,8 @@ def merge(args) -> int:
                          "load_average_at_start": p["machine"].get("load_average_at_start")}
                         for p in parts]
     result = {"machine": parts[0]["machine"], "versions": parts[0]["versions"],
-              "peer_version": parts[0].get("peer_version"), "settings": settings, "rows": rows,
+              "peer_version": next((p["peer_version"] for p in parts if p.get("peer_version")),
+                                   None), "settings": settings, "rows": rows,
               "means": mean_rows(rows, n_eval),
               "acceptance": acceptance(rows, n_eval, args.default),
               "total_seconds": round(sum(p["total_seconds"] for p in parts), 1)}
