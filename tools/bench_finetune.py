@@ -335,7 +335,7 @@ def load_data(cache: Path) -> tuple[dict, dict]:
     return splits, files
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="vgg")
     parser.add_argument("--targets", default="0.5,0.25")
@@ -364,14 +364,42 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.parts = ("finetune",) if args.no_scratch else tuple(args.parts.split(","))
     args.tuned = {k: getattr(args, k) for k in TUNABLE if getattr(args, k) not in (None, False)}
+    return args
+
+
+def _print_row(r: dict) -> None:
+    print(f"{r['model']} {r['target']} seed {r['seed']} lr {r['lr']}: unpruned "
+          f"{r['accuracy_unpruned']:.2f} compress {r['accuracy_compress']:.2f} "
+          f"fine-tuned {r.get('accuracy_finetuned', float('nan')):.2f} scratch "
+          f"{r.get('accuracy_scratch', float('nan')):.2f} "
+          f"({r.get('finetune_seconds', 0):.0f}+{r.get('scratch_seconds', 0):.0f} s)",
+          file=sys.stderr, flush=True)
+
+
+def _save(path: Path, about: dict, started: float, new: list[dict]) -> None:
+    """This run (replacing its earlier record) and the rows merged into ``path``, atomically."""
+    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    runs = [x for x in runs if x.get("started") != about["started"]]
+    run = {**about, "seconds": round(time.monotonic() - started, 1),
+           "load_average_at_save": list(os.getloadavg())}
+    write_json(path, {"runs": [*runs, run], "rows": merge(path, new)})
+
+
+def _emit(text: str, out: Path | None) -> int:
+    print(text)
+    if out:
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.merge or args.table_from:
-        text = table(merge_files(args.merge, args.json) if args.merge else
-                     merge_rows(*(json.loads(p.read_text())["rows"] for p in args.table_from)),
-                     args.split)
-        print(text)
-        if args.table_out:
-            args.table_out.write_text(text)
-        return 0
+        return _emit(table(merge_files(args.merge, args.json) if args.merge else
+                           merge_rows(*(json.loads(p.read_text())["rows"]
+                                        for p in args.table_from)), args.split), args.table_out)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -382,35 +410,18 @@ def main(argv=None) -> int:
     about = {"machine": machine(args.threads), "command": "python " + " ".join(
         ["tools/bench_finetune.py", *(sys.argv[1:] if argv is None else argv)]),
              "data": "Fashion-MNIST, tools/fashion_mnist.py: 55k train / 5k val / 10k test",
-             "goals": {str(k): v for k, v in GOALS.items()}}
+             "goals": {str(k): v for k, v in GOALS.items()},
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     started, new = time.monotonic(), []
     for name in args.models.split(","):
         for target in map(float, args.targets.split(",")):
             for seed in map(int, args.seeds.split(",")):
                 for lr in map(float, args.lrs.split(",")):
                     new.append(run_cell(name, target, seed, lr, args, data, files, args.cache))
-                    r = new[-1]
-                    print(f"{name} {target} seed {seed} lr {lr}: unpruned "
-                          f"{r['accuracy_unpruned']:.2f} compress {r['accuracy_compress']:.2f} "
-                          f"fine-tuned {r.get('accuracy_finetuned', float('nan')):.2f} scratch "
-                          f"{r.get('accuracy_scratch', float('nan')):.2f} "
-                          f"({r.get('finetune_seconds', 0):.0f}+{r.get('scratch_seconds', 0):.0f} s)",
-                          file=sys.stderr, flush=True)
+                    _print_row(new[-1])
                     if args.json:
-                        runs = (json.loads(args.json.read_text()).get("runs", [])
-                                if args.json.exists() else [])
-                        runs = [x for x in runs if x.get("started") != about.get("started")]
-                        about["started"] = about.get("started") or time.strftime(
-                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                        run = {**about, "seconds": round(time.monotonic() - started, 1)}
-                        write_json(args.json, {"runs": [*runs, run],
-                                               "rows": merge(args.json, new)})
-    rows = merge(args.json, new) if args.json else new
-    text = table(rows, args.split)
-    print(text)
-    if args.table_out:
-        args.table_out.write_text(text)
-    return 0
+                        _save(args.json, about, started, new)
+    return _emit(table(merge(args.json, new) if args.json else new, args.split), args.table_out)
 
 
 if __name__ == "__main__":
