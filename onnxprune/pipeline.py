@@ -125,11 +125,14 @@ def resolve_method(config: CompressConfig) -> str:
     return "refit" if refit_follows and config.data is not None else "autobot"
 
 
-def _scores(config, model, analysis, x, y, device="cpu"):
-    """Per-channel scores of the chosen method, and notes for the report."""
+def _scores(config, model, analysis, x, y, device="cpu", calibration=None):
+    """Per-channel scores of the chosen method, and notes for the report (``calibration``:
+    the samples the recalibrations may use, for refit's rounds)."""
     if config.method == "refit":
         from onnxprune.gates.refit_select import ROUNDS, iterative_refit_scores
         from onnxprune.select import auto_round_to
+
+        samples = calibration or config.calibration_samples
 
         def round_to(a):
             return (auto_round_to(a, _provider_kind(config.provider))
@@ -140,7 +143,8 @@ def _scores(config, model, analysis, x, y, device="cpu"):
                 model, analysis, x, config.target, rounds=ROUNDS, round_to=round_to,
                 samples=config.calibration_samples, seed=config.seed,
                 batch=fixed_batch(model) or 64, device=device,
-                memory_budget=config.memory_budget, progress=update)
+                memory_budget=config.memory_budget, progress=update,
+                recalibration=(samples, calibration_batch(model, min(samples, len(x)))))
         return scores, [f"refit scores in {ROUNDS} rounds"] if ROUNDS > 1 else [], None
     if config.method != "autobot":
         from onnxprune.scores import baseline_scores
@@ -230,15 +234,18 @@ def compress(config: CompressConfig) -> dict:
         raise OnnxPruneError(f"nothing to prune: {why}")
     device = _device(config)
     inputs = prepare_inputs(config, model, device)
-    scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y, device)
+    calibration = calibration_within_budget(config, model, inputs.x, device)
+    scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y, device,
+                                      calibration[0])
     round_to = (auto_round_to(analysis, _provider_kind(config.provider))
                 if config.round_to == "auto" else config.round_to)
     selection = select(analysis, scores, config.target, round_to)
     pruned = prune_model(model, selection.plan(analysis), analysis=analysis, input_shapes=shapes)
-    pruned, recalibrated, calibration, calibration_notes = _recalibrate(
-        config, model, pruned, analysis, selection, inputs, excluded, device)
+    pruned, recalibrated, calibration_indices = _recalibrate(
+        config, model, pruned, analysis, selection, inputs, excluded, device, calibration[0])
     report = _report(config, model, pruned, analysis, selection, inputs,
-                     [*notes, *calibration_notes], training, recalibrated)
+                     [*notes, calibration[1]] if calibration[1] else notes, training,
+                     recalibrated)
     report["excluded"] = excluded
     report["method_requested"] = requested
     auto = ([f"--method auto chose {config.method} (refit where a least-squares refit on real "
@@ -247,7 +254,7 @@ def compress(config: CompressConfig) -> dict:
     report["round_to"] = round_to if isinstance(round_to, int) else {
         "auto": sorted(set(round_to.values())) or [1], "groups": round_to}
     report["evaluation"] = {**inputs.about, "samples": len(inputs.evaluation),
-                            "calibration_indices": calibration}
+                            "calibration_indices": calibration_indices}
     if config.finetune_epochs or config.finetune_iterations:
         pruned, report["finetune"] = _finetune(config, model, pruned, inputs, device)
     report["validation"] = _validate(config, model, pruned, inputs)
@@ -273,16 +280,22 @@ def _provider_kind(provider: str) -> str:
     return "cuda" if provider == "cuda" else "cpu"
 
 
-def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, device):
-    """(pruned model, recalibrated layer records, the calibration samples' indices in --data,
-    notes: fewer calibration samples where the memory budget holds fewer)."""
+def calibration_batch(model, samples: int) -> int:
+    """The recalibration's batch: the model's fixed one, else 64 or half the calibration set
+    (the ridge's cross-validation folds are alternate batches)."""
+    return fixed_batch(model) or min(64, max(1, -(-samples // 2)))
+
+
+def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, device,
+                 samples):
+    """(pruned model, recalibrated layer records, the calibration samples' indices in --data)
+    on ``samples`` of the seeded pick (``calibration_within_budget``)."""
     if not config.recalibrate:
-        return pruned, [], [], []
+        return pruned, [], []
     from onnxprune.gates.recalibrate import recalibrate
 
-    samples, note = calibration_within_budget(config, model, inputs.x, device)
     pick = calibration_pick(len(inputs.x), samples, config.seed)
-    batch = fixed_batch(model) or min(64, max(1, -(-len(pick) // 2)))  # two folds at least
+    batch = calibration_batch(model, len(pick))
     frozen = {node for row in excluded for node in row["nodes"]}
     with Steps(config.quiet, config.progress).phase("recalibration") as update:
         pruned, recalibrated = recalibrate(
@@ -292,7 +305,7 @@ def _recalibrate(config, model, pruned, analysis, selection, inputs, excluded, d
             progress=lambda done, total, name: update(done, name, total))
     training = inputs.about.get("training_indices")
     return pruned, recalibrated, (np.asarray(training)[pick].tolist() if training is not None
-                                  else pick.tolist()), [note] if note else []
+                                  else pick.tolist())
 
 
 def _finetune(config, model, pruned, inputs, device):

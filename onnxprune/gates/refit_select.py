@@ -305,6 +305,7 @@ def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *
                            rounds: int = 2, round_to=None, samples: int = 512, seed: int = 0,
                            batch: int = 64, device: str = "cpu", allocation: str = "macs",
                            mac_power: float = 1.0, memory_budget=None,
+                           recalibration: tuple[int, int] | None = None,
                            progress=None) -> np.ndarray:
     """Refit scores reached in ``rounds`` steps (an OBS-style schedule): round k prunes to
     ``target**(k/rounds)`` of the original MACs with scores measured on the model pruned so far
@@ -315,8 +316,10 @@ def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *
     a band in that round's score order. ``select`` at ``target`` then removes the earlier rounds'
     channels first and the last round's lowest. ``round_to``: a callable giving the
     ``select`` multiple for an analysis (``None``: 1). ``rounds=1`` is :func:`refit_scores`.
-    ``memory_budget`` bounds the rounds' recalibrations (see ``recalibrate``); ``progress(k)``
-    is called after round k."""
+    ``memory_budget`` bounds the rounds' recalibrations (see ``recalibrate``), which run on
+    the first ``recalibration = (samples, batch)`` of the pick (default: ``samples``,
+    ``batch``; compress passes the count its memory budget holds); ``progress(k)`` is called
+    after round k."""
     from onnxprune.select import select
 
     def refit(m, a):
@@ -340,7 +343,8 @@ def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *
         dropped = ~selection.keep
         out[where[dropped]] = k + _rank(scores)[dropped]
         keep[where[dropped]] = False
-        pruned = _pruned_recalibrated(model, analysis, keep, x, samples, seed, batch, device,
+        pruned = _pruned_recalibrated(model, analysis, keep, x,
+                                      *(recalibration or (samples, batch)), seed, device,
                                       memory_budget)
         current, where = _map_channels(pruned, analysis, keep)
         scores = refit(pruned, current)
@@ -362,7 +366,7 @@ def _macs(analysis: ChannelAnalysis) -> float:
     return MacCounter(analysis).macs(np.ones(analysis.total_channels, dtype=bool))
 
 
-def _pruned_recalibrated(model, analysis, keep, x, samples, seed, batch, device,
+def _pruned_recalibrated(model, analysis, keep, x, samples, batch, seed, device,
                          memory_budget=None):
     """``model`` pruned to ``keep`` and refitted by least squares against its own outputs."""
     from onnxprune.analysis.groups import analyze_channels
