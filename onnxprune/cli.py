@@ -284,7 +284,7 @@ class RoundTo(click.ParamType):
 @click.option("--method", default="auto", show_default=True, type=click.Choice(METHODS),
               help="autobot: trained gates; refit: channels the least-squares refit can "
                    "rebuild go first (no gate training); auto: refit when --recalibration "
-                   "reconstruct runs on real data, autobot otherwise.")
+                   "reconstruct runs (the default), autobot otherwise.")
 @click.option("--beta", default=_GATES.beta, show_default=True, type=float,
               help="Weight of the FLOPs loss.")
 @click.option("--gamma", default=_GATES.gamma, show_default=True, type=float,

@@ -117,12 +117,13 @@ def _settings_key(config: CompressConfig) -> str:
 
 
 def resolve_method(config: CompressConfig) -> str:
-    """``auto``: refit where a least-squares refit on real data follows the selection (it won
-    every Fashion-MNIST validation cell against autobot there), autobot otherwise."""
+    """``auto``: refit where a least-squares refit follows the selection (it won every
+    Fashion-MNIST validation cell against autobot there, with --data and data-free:
+    benchmarks/yardstick_val_search.json, yardstick_val_datafree.json), autobot otherwise."""
     if config.method != "auto":
         return config.method
     refit_follows = config.recalibrate and config.recalibration == "reconstruct"
-    return "refit" if refit_follows and config.data is not None else "autobot"
+    return "refit" if refit_follows else "autobot"
 
 
 def _scores(config, model, analysis, x, y, device="cpu", calibration=None):
@@ -248,8 +249,8 @@ def compress(config: CompressConfig) -> dict:
                      recalibrated)
     report["excluded"] = excluded
     report["method_requested"] = requested
-    auto = ([f"--method auto chose {config.method} (refit where a least-squares refit on real "
-             f"data follows, autobot otherwise)"] if requested == "auto" else [])
+    auto = ([f"--method auto chose {config.method} (refit where a least-squares refit "
+             f"follows, autobot otherwise)"] if requested == "auto" else [])
     report["notes"] = [*analysis.notes, *auto, *report["notes"]]
     report["round_to"] = round_to if isinstance(round_to, int) else {
         "auto": sorted(set(round_to.values())) or [1], "groups": round_to}

@@ -45,7 +45,7 @@ def _config(tmp_path: Path, data, **kwargs) -> CompressConfig:
     return CompressConfig(**base)
 
 
-def test_auto_method_is_refit_before_a_refit_on_real_data_and_autobot_otherwise(tmp_path):
+def test_auto_method_is_refit_before_a_refit_and_autobot_otherwise(tmp_path):
     from onnxprune.pipeline import resolve_method
 
     def resolved(data="d.npz", **kwargs):
@@ -54,7 +54,8 @@ def test_auto_method_is_refit_before_a_refit_on_real_data_and_autobot_otherwise(
     assert resolved() == "refit"
     assert resolved(recalibration="stats") == "autobot"
     assert resolved(recalibrate=False) == "autobot"
-    assert resolved(data=None) == "autobot"
+    assert resolved(data=None) == "refit"  # data-free too (yardstick_val_datafree.json)
+    assert resolved(data=None, recalibration="stats") == "autobot"
     assert resolved(method="l1") == "l1"
 
 

@@ -20,8 +20,8 @@ class GateConfig:
     seed: int = 0
 
 
-# how channels are scored; "auto" resolves to refit where the least-squares refit follows on
-# real data and to autobot otherwise (the choice of the Fashion-MNIST validation search, README)
+# how channels are scored; "auto" resolves to refit where the least-squares refit follows
+# and to autobot otherwise (the choice of the Fashion-MNIST validation search, README)
 METHODS = ("auto", "autobot", "refit", "l1", "bn-scale", "random")
 CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selection
 RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching
