@@ -76,8 +76,10 @@ def input_shape(model, input_shapes):
 
 
 def _synthetic_inputs(config, model, shape, device):
-    from onnxprune.gates.synthetic import synthesize
-    from onnxprune.lazydata import as_lazy
+    """Data-free inputs: optimised towards the graph's BatchNormalization statistics, or, with
+    none left (exporters fold them), Gaussian noise drawn per sample on access (not stored)."""
+    from onnxprune.gates.synthetic import NOISE, SAMPLES, has_bn_statistics, synthesize
+    from onnxprune.lazydata import LazyArray, NoiseSource, as_lazy
 
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
         raise OnnxPruneError("data-free mode needs a static input shape (besides the batch): "
@@ -85,6 +87,9 @@ def _synthetic_inputs(config, model, shape, device):
     if not config.quiet:
         print("onnxprune: warning: no --data given: running data-free on synthetic inputs; "
               "real data gives better accuracy", file=sys.stderr, flush=True)
+    if not has_bn_statistics(model):
+        noise = NoiseSource(SAMPLES, tuple(shape[1:]), config.seed, "synthetic inputs")
+        return LazyArray(noise), f"data-free distillation ({NOISE}; drawn per sample)"
     with Steps(config.quiet, config.progress).phase("data-free synthesis") as update:
         x, how = synthesize(model, tuple(shape[1:]), seed=config.seed, device=device,
                             memory_budget=config.memory_budget,

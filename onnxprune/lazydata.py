@@ -11,7 +11,8 @@ Sources (each picklable, for ``DataLoader`` workers):
 - ``ArraySource``: an array in memory (synthetic inputs, a decoded subset of a compressed .npz);
 - ``MemmapSource``: a raw array payload at an offset in a file, memory-mapped per process (the
   member of an uncompressed ``.npz``, a spilled temporary file);
-- ``ImageSource``: image files, decoded and preprocessed per access (``onnxprune.preprocess``).
+- ``ImageSource``: image files, decoded and preprocessed per access (``onnxprune.preprocess``);
+- ``NoiseSource``: standard Gaussian samples drawn per access (data-free inputs, never stored).
 
 ``iter_batches`` streams consecutive batches, decoded by ``workers`` threads ahead of use.
 """
@@ -92,6 +93,26 @@ class ImageSource:
         for i, row in enumerate(rows):
             out[i] = decode_image(self.files[int(row)], self.prep, self.layout, self.channels,
                                   self.size)
+        return out
+
+
+class NoiseSource:
+    """``count`` samples of N(0, 1) noise of ``sample_shape``; sample i comes from its own
+    generator seeded (``seed``, i), so any subset or order reads the same values."""
+
+    def __init__(self, count: int, sample_shape: tuple[int, ...], seed: int = 0,
+                 where: str = "gaussian noise"):
+        self.count, self.seed, self.where = int(count), int(seed), where
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.sample_shape), dtype=np.float32)
+        for k, row in enumerate(np.asarray(rows, dtype=np.int64)):
+            out[k] = np.random.default_rng((self.seed, int(row))).standard_normal(
+                self.sample_shape, dtype=np.float32)
         return out
 
 

@@ -28,6 +28,11 @@ NOISE = ("gaussian noise N(0, 1) in the preprocessed input space: the graph has 
          "statistics are matched, only the zero mean and unit variance of normalised inputs")
 
 
+def has_bn_statistics(model: onnx.ModelProto) -> bool:
+    """Whether the graph keeps BatchNormalization running statistics to match."""
+    return bool(_bn_targets(model))
+
+
 def _bn_targets(model: onnx.ModelProto):
     inits = {t.name: t for t in model.graph.initializer}
     targets = []
