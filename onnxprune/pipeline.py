@@ -382,13 +382,15 @@ def _report(config, model, pruned, analysis, selection, inputs, notes, training,
 def _validate(config, model, pruned, inputs):
     from onnxprune.runtime.validate import validate_models
 
-    result = validate_models(model, pruned, inputs.evaluation, provider=config.provider,
-                             names=("original", "pruned"),
-                             max_accuracy_drop=config.max_accuracy_drop,
-                             min_agreement=config.min_agreement,
-                             allow_small_eval=config.allow_small_eval,
-                             synthetic=bool(inputs.about.get("synthetic")),
-                             workers=config.workers)
+    with Steps(config.quiet, config.progress).phase("validation") as update:
+        result = validate_models(model, pruned, inputs.evaluation, provider=config.provider,
+                                 names=("original", "pruned"),
+                                 max_accuracy_drop=config.max_accuracy_drop,
+                                 min_agreement=config.min_agreement,
+                                 allow_small_eval=config.allow_small_eval,
+                                 synthetic=bool(inputs.about.get("synthetic")),
+                                 workers=config.workers,
+                                 progress=lambda done, total: update(done, "samples", total))
     result["data"] = inputs.about["source"]
     return result
 

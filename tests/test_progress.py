@@ -24,6 +24,8 @@ def test_progress_bar_when_asked(tmp_path):
     result = _compress(tmp_path, "--progress")
     assert result.exit_code == 0, result.output
     assert "gate training" in result.stderr and "3/3" in result.stderr and "loss" in result.stderr
+    assert "recalibration:" in result.stderr
+    assert "validation: 20/20 samples" in result.stderr  # the held-out tenth of --limit 200
 
 
 def test_no_bar_when_stderr_is_not_a_terminal_or_quiet(tmp_path):

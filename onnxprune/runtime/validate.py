@@ -47,12 +47,13 @@ def validate_models(
     allow_small_eval: bool = False,
     synthetic: bool = False,
     workers: int = 0,
+    progress=None,
 ) -> dict:
     """Run both models on ``dataset`` and compare them; see the module docstring for the keys.
 
     The samples stream in batches (decoded once, by ``workers`` threads ahead of use, and run
     through both models); only the top-1 classes and running error sums are kept, so memory
-    does not grow with the dataset."""
+    does not grow with the dataset. ``progress(samples done, samples)`` follows the batches."""
     _check_thresholds(max_accuracy_drop, min_agreement)
     names = names or (None, None)
     original = create_session(original_model, provider, threads, names[0])
@@ -61,7 +62,11 @@ def validate_models(
     out_names = original.output_names()
     stats = [ErrorStats() for _ in out_names]
     tops: tuple[list, list] | None = ([], [])
+    done = 0
     for outs_a, outs_b in _stream(original, pruned, dataset.x, batch_size, workers):
+        done += len(outs_a[0]) if outs_a and outs_a[0].ndim else 0
+        if progress is not None:
+            progress(min(done, len(dataset)), len(dataset))
         for name, stat, a, b in zip(out_names, stats, outs_a, outs_b):
             if a.shape != b.shape:
                 raise OnnxPruneError(
