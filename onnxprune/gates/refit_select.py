@@ -298,7 +298,8 @@ def raw_refit_scores(model, analysis: ChannelAnalysis, x, *, samples: int = 512,
 
 
 ROUNDS = 3  # refit rounds of compress's refit selection (iterative_refit_scores): 3 won 8 of
-# 11 Fashion-MNIST validation cells against 1 round, mean +0.25 (benchmarks/yardstick_val_rounds.json)
+# 12 Fashion-MNIST validation cells against 1 round, mean +0.11, but lost 1.40 on ResNet-56 at 0.25
+# (benchmarks/yardstick_val_rounds.json); 1 is the one-round selection
 
 
 def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *,
