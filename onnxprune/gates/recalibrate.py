@@ -46,7 +46,6 @@ from collections.abc import Callable, Collection, Mapping
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 from onnxprune.gates.config import RECALIBRATION_MODES
@@ -106,31 +105,36 @@ def _reconstructable(node: onnx.NodeProto, weight: np.ndarray) -> bool:
     return weight.ndim == 4 and auto in ("NOTSET", "VALID")
 
 
-def _columns(node: onnx.NodeProto, x: torch.Tensor, weight_shape) -> torch.Tensor:
-    """The layer's input as rows of a linear map: [groups, rows, fan-in] (float64)."""
-    x = x.double()
+def _columns(node: onnx.NodeProto, x: torch.Tensor, weight_shape,
+             rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's input as rows of a linear map: [groups, rows, fan-in] (float64); only the
+    im2col ``rows`` (sample × output position) when given, gathered without unfolding all."""
     if node.op_type == "Gemm":
-        return x.reshape(x.shape[0], -1)[None]
+        x = x.reshape(x.shape[0], -1)
+        return (x if rows is None else x[rows.to(x.device)]).double()[None]
+    from onnxprune.gates.im2col import conv_rows, output_size
+
     a = _attrs(node)
     kernel = tuple(weight_shape[2:])
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    if any(pads):
-        x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-    cols = F.unfold(x, kernel, dilation=tuple(a.get("dilations", [1, 1])),
-                    stride=tuple(a.get("strides", [1, 1])))  # [N, C·kh·kw, L]
+    if rows is None:
+        oh, ow = output_size(x, kernel, a)
+        rows = torch.arange(x.shape[0] * oh * ow)
+    cols = conv_rows(x, kernel, a, rows).double()  # [R, C·kh·kw]
     group = int(a.get("group", 1))
-    n, _, positions = cols.shape
-    cols = cols.view(n, group, -1, positions).permute(1, 0, 3, 2)
-    return cols.reshape(group, n * positions, -1)
+    return cols.view(len(cols), group, -1).permute(1, 0, 2)
 
 
-def _targets(node: onnx.NodeProto, y: torch.Tensor, group: int) -> torch.Tensor:
-    """The original output as [groups, rows, outputs per group] (float64)."""
-    y = y.double()
+def _targets(node: onnx.NodeProto, y: torch.Tensor, group: int,
+             rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The original output as [groups, rows, outputs per group] (float64), only ``rows``
+    (sample × output position) when given."""
     if node.op_type == "Gemm":
-        return y[None]
+        return (y if rows is None else y[rows.to(y.device)]).double()[None]
     n, c = y.shape[:2]
-    return y.reshape(n, group, c // group, -1).permute(1, 0, 3, 2).reshape(group, -1, c // group)
+    flat = y.reshape(n, c, -1).permute(0, 2, 1).reshape(-1, c)  # [N·positions, C]
+    if rows is not None:
+        flat = flat[rows.to(y.device)]
+    return flat.double().view(len(flat), group, c // group).permute(1, 0, 2)
 
 
 def _residual_adds(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
@@ -253,10 +257,8 @@ def _fit_rows(node, sweep: Sweep, reference: Sweep, out_index: np.ndarray, w0_sh
                 if not len(local):
                     continue
                 local = local - start * positions
-            cols = _columns(node, x[start:stop], w0_shape)
-            target = _targets(node, y[start:stop], group)
-            if local is not None:
-                cols, target = cols[:, local], target[:, local]
+            cols = _columns(node, x[start:stop], w0_shape, local)
+            target = _targets(node, y[start:stop], group, local)
             ones = torch.ones(*cols.shape[:2], 1, dtype=cols.dtype, device=cols.device)
             folds[b % 2].add(torch.cat([cols, ones], 2), target)
             del cols, target, ones

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from onnxprune.analysis.groups import ChannelAnalysis
 from onnxprune.gates.device import resolve_device
@@ -138,21 +137,13 @@ def _sampled_columns(x: torch.Tensor, kernel, attrs: dict, generator) -> torch.T
     """At most ``MAX_ROWS`` random rows of ``F.unfold``'s im2col matrix of a Conv input
     (rows: sample × output position; columns: channel-major, then kernel row and column), the
     same rows in the same order as sampling the whole unfolded batch, gathered directly."""
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    if any(pads):
-        x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-    (sh, sw), (dh, dw) = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
-    kh, kw = kernel
-    oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    from onnxprune.gates.im2col import conv_rows, output_size
+
+    oh, ow = output_size(x, kernel, attrs)
     total = x.shape[0] * oh * ow
     rows = (torch.randperm(total, generator=generator)[:MAX_ROWS] if total > MAX_ROWS
-            else torch.arange(total)).to(x.device)
-    n, p = rows // (oh * ow), rows % (oh * ow)
-    h = (p // ow)[:, None] * sh + torch.arange(kh, device=x.device)[None] * dh  # [R, kh]
-    w = (p % ow)[:, None] * sw + torch.arange(kw, device=x.device)[None] * dw  # [R, kw]
-    patches = x[n[:, None, None], :, h[:, :, None], w[:, None, :]]  # [R, kh, kw, C]
-    return patches.permute(0, 3, 1, 2).reshape(len(rows), -1)
+            else torch.arange(total))
+    return conv_rows(x, kernel, attrs, rows)
 
 
 def _reading_layers(analysis: ChannelAnalysis) -> list[_Layer]:

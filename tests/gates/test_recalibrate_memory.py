@@ -80,9 +80,9 @@ def test_a_tiny_budget_spills_and_fits_in_chunks_with_the_same_result(setting, m
     chunks, spills = [], []
     columns, put = recal._columns, Cache.put
 
-    def recording_columns(node, inputs, shape):
+    def recording_columns(node, inputs, shape, rows=None):
         chunks.append((node.op_type, inputs.shape[0]))
-        return columns(node, inputs, shape)
+        return columns(node, inputs, shape, rows)
 
     def recording_put(self, tensor):
         entry = put(self, tensor)
