@@ -120,11 +120,24 @@ def calibration_pick(count: int, samples: int, seed: int) -> np.ndarray:
 
 
 MIN_CALIBRATION = 32  # calibration samples kept however small the budget (the rest may spill)
+SCORE_BATCH = 64  # the refit scores' forward batch, smaller where its activations would not fit
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How many calibration samples the recalibration uses, the scoring forward's batch, and a
+    note for the report when the memory budget cut either."""
+
+    samples: int
+    score_batch: int
+    note: str | None = None
 
 
 def calibration_within_budget(config, model: onnx.ModelProto, x, device: str = "cpu"):
-    """(calibration samples, a note or None): ``--calibration-samples``, or fewer where the
-    recalibration sweep's cached activations would not fit ``--memory-budget``.
+    """The :class:`Calibration` of a run: ``--calibration-samples``, or fewer where the
+    recalibration sweep's cached activations would not fit ``--memory-budget``, and the refit
+    scores' batch (``SCORE_BATCH`` or fewer, so a forward's activations fit the budget's
+    quarter that the cache leaves).
 
     The sweep keeps every activation of both graphs that a later step reads for every
     calibration sample (``gates/sweep.py``), so its cache grows with the calibration set and the
@@ -134,22 +147,29 @@ def calibration_within_budget(config, model: onnx.ModelProto, x, device: str = "
     the same seeded pick's first samples. Layer fits draw at most a few thousand rows per
     batch, so a few dozen 224×224 images still give each conv far more rows than inputs."""
     requested = int(config.calibration_samples)
-    if not config.recalibrate or len(x) == 0 or requested <= MIN_CALIBRATION:
-        return requested, None
+    if len(x) == 0:
+        return Calibration(requested, SCORE_BATCH)
     from onnxprune.gates.device import device_budget
     from onnxprune.gates.executor import TorchGraph
     from onnxprune.gates.memory import RECALIBRATION_CACHE, format_size
     from onnxprune.gates.sweep import activation_bytes
 
     sample = np.asarray(x[np.array([0])], dtype=np.float32)[0]
+    one_graph = activation_bytes(TorchGraph(model).float(), sample)
+    budget = device_budget(config.memory_budget, device)
+    cache = int(budget * RECALIBRATION_CACHE)
+    batch = int(max(1, min(SCORE_BATCH, (budget - cache) // max(one_graph, 1))))
+    notes = [] if batch == SCORE_BATCH else [
+        f"refit scores in batches of {batch}: a sample's activations take "
+        f"{format_size(one_graph)}"]
+    samples = requested
     # the original's activations bound the pruned graph's; the input is cached once
-    per_sample = 2 * activation_bytes(TorchGraph(model).float(), sample) + sample.nbytes
-    cache = int(device_budget(config.memory_budget, device) * RECALIBRATION_CACHE)
+    per_sample = 2 * one_graph + sample.nbytes
     fits = cache // max(per_sample, 1)
-    if fits >= min(requested, len(x)):
-        return requested, None
-    samples = max(MIN_CALIBRATION, int(fits))
-    return samples, (f"calibration: {samples} of the {requested} requested samples: the "
-                     f"recalibration caches {format_size(per_sample)} of activations per "
-                     f"sample and the memory budget leaves {format_size(cache)} for them "
-                     f"(raise --memory-budget to use more)")
+    if config.recalibrate and requested > MIN_CALIBRATION and fits < min(requested, len(x)):
+        samples = max(MIN_CALIBRATION, int(fits))
+        notes.insert(0, f"calibration: {samples} of the {requested} requested samples: the "
+                        f"recalibration caches {format_size(per_sample)} of activations per "
+                        f"sample and the memory budget leaves {format_size(cache)} for them "
+                        f"(raise --memory-budget to use more)")
+    return Calibration(samples, batch, "; ".join(notes) or None)

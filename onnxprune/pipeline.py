@@ -128,12 +128,14 @@ def resolve_method(config: CompressConfig) -> str:
 
 def _scores(config, model, analysis, x, y, device="cpu", calibration=None):
     """Per-channel scores of the chosen method, and notes for the report (``calibration``:
-    the samples the recalibrations may use, for refit's rounds)."""
+    a ``compress_data.Calibration``: the samples the recalibrations of refit's rounds may use
+    and the batch of its forward passes)."""
     if config.method == "refit":
         from onnxprune.gates.refit_select import ROUNDS, iterative_refit_scores
         from onnxprune.select import auto_round_to
 
-        samples = calibration or config.calibration_samples
+        samples = calibration.samples if calibration else config.calibration_samples
+        batch = fixed_batch(model) or (calibration.score_batch if calibration else 64)
 
         def round_to(a):
             return (auto_round_to(a, _provider_kind(config.provider))
@@ -143,7 +145,7 @@ def _scores(config, model, analysis, x, y, device="cpu", calibration=None):
             scores = iterative_refit_scores(
                 model, analysis, x, config.target, rounds=ROUNDS, round_to=round_to,
                 samples=config.calibration_samples, seed=config.seed,
-                batch=fixed_batch(model) or 64, device=device,
+                batch=batch, device=device,
                 memory_budget=config.memory_budget, progress=update,
                 recalibration=(samples, calibration_batch(model, min(samples, len(x)))))
         return scores, [f"refit scores in {ROUNDS} rounds"] if ROUNDS > 1 else [], None
@@ -237,15 +239,16 @@ def compress(config: CompressConfig) -> dict:
     inputs = prepare_inputs(config, model, device)
     calibration = calibration_within_budget(config, model, inputs.x, device)
     scores, notes, training = _scores(config, model, analysis, inputs.x, inputs.y, device,
-                                      calibration[0])
+                                      calibration)
     round_to = (auto_round_to(analysis, _provider_kind(config.provider))
                 if config.round_to == "auto" else config.round_to)
     selection = select(analysis, scores, config.target, round_to)
     pruned = prune_model(model, selection.plan(analysis), analysis=analysis, input_shapes=shapes)
     pruned, recalibrated, calibration_indices = _recalibrate(
-        config, model, pruned, analysis, selection, inputs, excluded, device, calibration[0])
+        config, model, pruned, analysis, selection, inputs, excluded, device,
+        calibration.samples)
     report = _report(config, model, pruned, analysis, selection, inputs,
-                     [*notes, calibration[1]] if calibration[1] else notes, training,
+                     [*notes, calibration.note] if calibration.note else notes, training,
                      recalibrated)
     report["excluded"] = excluded
     report["method_requested"] = requested

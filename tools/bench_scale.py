@@ -410,8 +410,9 @@ def main(argv=None) -> int:
         for case in args.cases:
             if case not in CASES[model]:
                 continue
+            commit = source_commit(args.source)  # what the child imports, at its start
             row = run_case(model, case, args, args.work)
-            row.update(smoke=args.smoke, tag=args.tag, commit=source_commit(args.source), note=args.note)
+            row.update(smoke=args.smoke, tag=args.tag, commit=commit, note=args.note)
             rows.append(row)
             print(json.dumps({k: row.get(k) for k in (
                 "model", "case", "returncode", "wall_s", "timed_out", "phase_at_end", "phase_s",

@@ -35,7 +35,7 @@ from onnxprune.gates.device import resolve_device
 from onnxprune.gates.executor import TorchGraph
 
 DAMP = 1e-2  # ρ: H's ridge as a fraction of its mean diagonal
-MAX_ROWS = 4096  # im2col rows per calibration batch entering H
+MAX_ROWS = 4096  # im2col rows per calibration batch of 64 entering H (in proportion otherwise)
 GREEDY_STEPS = 256  # greedy steps of a group at most (wider groups lose several per step)
 
 
@@ -62,19 +62,20 @@ class _Layer:
         self.column_channel = np.append(np.repeat(channels, per_input), -1)  # -1: bias, fixed
         self.gram = None
         self.generator = torch.Generator().manual_seed(0)
+        self.max_rows = MAX_ROWS  # per batch; _collect sets it in proportion to the batch
 
     def add(self, x: torch.Tensor) -> None:
-        """Accumulate H over a batch: at most ``MAX_ROWS`` random im2col rows, gathered from
+        """Accumulate H over a batch: at most ``max_rows`` random im2col rows, gathered from
         the input directly (no unfold of the whole batch)."""
         if self.kernel is None:
             self._accumulate(x.reshape(x.shape[0], -1).double())
             return
-        self._accumulate(_sampled_columns(x, self.kernel, self.attrs, self.generator).double(),
-                         sampled=True)
+        self._accumulate(_sampled_columns(x, self.kernel, self.attrs, self.generator,
+                                          self.max_rows).double(), sampled=True)
 
     def _accumulate(self, cols: torch.Tensor, sampled: bool = False) -> None:
-        if not sampled and cols.shape[0] > MAX_ROWS:
-            rows = torch.randperm(cols.shape[0], generator=self.generator)[:MAX_ROWS]
+        if not sampled and cols.shape[0] > self.max_rows:
+            rows = torch.randperm(cols.shape[0], generator=self.generator)[:self.max_rows]
             cols = cols[rows.to(cols.device)]
         cols = torch.cat([cols, torch.ones(len(cols), 1, dtype=cols.dtype, device=cols.device)], 1)
         g = cols.T @ cols
@@ -133,15 +134,16 @@ class _Layer:
         self.wt[:, b] = 0.0
 
 
-def _sampled_columns(x: torch.Tensor, kernel, attrs: dict, generator) -> torch.Tensor:
-    """At most ``MAX_ROWS`` random rows of ``F.unfold``'s im2col matrix of a Conv input
+def _sampled_columns(x: torch.Tensor, kernel, attrs: dict, generator,
+                     max_rows: int = MAX_ROWS) -> torch.Tensor:
+    """At most ``max_rows`` random rows of ``F.unfold``'s im2col matrix of a Conv input
     (rows: sample × output position; columns: channel-major, then kernel row and column), the
     same rows in the same order as sampling the whole unfolded batch, gathered directly."""
     from onnxprune.gates.im2col import conv_rows, output_size
 
     oh, ow = output_size(x, kernel, attrs)
     total = x.shape[0] * oh * ow
-    rows = (torch.randperm(total, generator=generator)[:MAX_ROWS] if total > MAX_ROWS
+    rows = (torch.randperm(total, generator=generator)[:max_rows] if total > max_rows
             else torch.arange(total))
     return conv_rows(x, kernel, attrs, rows)
 
@@ -174,8 +176,12 @@ def _reading_layers(analysis: ChannelAnalysis) -> list[_Layer]:
 
 
 def _collect(model, layers: list[_Layer], x, batch: int, device: str) -> None:
-    """Accumulate each layer's H over ``x`` (an array or a lazy one), ``batch`` rows at a time."""
+    """Accumulate each layer's H over ``x`` (an array or a lazy one), ``batch`` rows at a time
+    (``MAX_ROWS`` im2col rows per batch of 64, in proportion for another batch, so the rows in
+    all do not depend on the batch)."""
     graph = TorchGraph(model).float().to(device)
+    for layer in layers:
+        layer.max_rows = max(1, MAX_ROWS * batch // 64)
 
     def hook(layer):
         def record(t: torch.Tensor) -> torch.Tensor:

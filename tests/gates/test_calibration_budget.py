@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.compress_data import MIN_CALIBRATION, calibration_within_budget
+from onnxprune.compress_data import (MIN_CALIBRATION, SCORE_BATCH, Calibration,
+                                     calibration_within_budget)
 from onnxprune.gates.executor import TorchGraph
 from onnxprune.gates.sweep import activation_bytes
 from onnxprune.pipeline import CompressConfig, compress
@@ -57,16 +58,18 @@ def test_the_calibration_set_is_cut_to_what_the_budget_holds(tmp_path):
     x = np.load(ROOT / "models" / "mnist_train.npz")["x"][:600]
     model = onnx.load(str(ROOT / "models" / "resnet.onnx"))
     roomy = calibration_within_budget(_config(tmp_path, memory_budget="1G"), model, x)
-    assert roomy == (256, None)
-    sizes = [calibration_within_budget(_config(tmp_path, memory_budget=b), model, x)[0]
+    assert roomy == Calibration(256, SCORE_BATCH, None)
+    sizes = [calibration_within_budget(_config(tmp_path, memory_budget=b), model, x).samples
              for b in ("40M", "20M", "10M", "1M")]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] < 256
     assert sizes[-1] == MIN_CALIBRATION
-    note = calibration_within_budget(_config(tmp_path, memory_budget="20M"), model, x)[1]
+    note = calibration_within_budget(_config(tmp_path, memory_budget="20M"), model, x).note
     assert f"{sizes[1]} of the 256 requested" in note and "--memory-budget" in note
     off = calibration_within_budget(_config(tmp_path, memory_budget="1M", recalibrate=False),
                                     model, x)
-    assert off == (256, None)
+    assert off.samples == 256 and "calibration:" not in (off.note or "")
+    tight = calibration_within_budget(_config(tmp_path, memory_budget="1M"), model, x)
+    assert 1 <= tight.score_batch < SCORE_BATCH and "refit scores in batches" in tight.note
 
 
 def test_compress_recalibrates_on_the_samples_that_fit_and_says_so(tmp_path):

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from onnxprune.gates import refit_select
 from onnxprune.gates.refit_select import _sampled_columns
 
 
@@ -16,11 +15,10 @@ from onnxprune.gates.refit_select import _sampled_columns
     {"pads": [0, 2, 1, 0], "strides": [1, 2], "dilations": [2, 1]},
 ])
 @pytest.mark.parametrize("max_rows", [10 ** 6, 37])
-def test_sampled_rows_are_the_unfolded_rows(monkeypatch, attrs, max_rows):
-    monkeypatch.setattr(refit_select, "MAX_ROWS", max_rows)
+def test_sampled_rows_are_the_unfolded_rows(attrs, max_rows):
     x = torch.randn(3, 4, 9, 11, generator=torch.Generator().manual_seed(0))
     kernel = (3, 2)
-    got = _sampled_columns(x, kernel, attrs, torch.Generator().manual_seed(5))
+    got = _sampled_columns(x, kernel, attrs, torch.Generator().manual_seed(5), max_rows)
     pads = attrs.get("pads", [0, 0, 0, 0])
     padded = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
     cols = F.unfold(padded, kernel, dilation=tuple(attrs.get("dilations", [1, 1])),
