@@ -142,6 +142,7 @@ def _scores(config, model, analysis, x, y, device="cpu", calibration=None):
                     if config.round_to == "auto" else config.round_to)
 
         with Steps(config.quiet, config.progress).phase("refit scores", ROUNDS) as update:
+            update(0, "round 1")  # announces the phase: a round takes minutes at 224x224
             scores = iterative_refit_scores(
                 model, analysis, x, config.target, rounds=ROUNDS, round_to=round_to,
                 samples=config.calibration_samples, seed=config.seed,
