@@ -76,3 +76,42 @@ def test_the_vgg_style_classifier_is_about_1_3_gmacs_at_320(tmp_path):
     path = bench_scale.build_model("vgg320", tmp_path)
     macs = analyze_channels(onnx.load(str(path))).macs()
     assert 1.2e9 < macs < 1.4e9
+
+
+def test_the_table_renders_runs_of_the_chosen_tags_into_the_readme(tmp_path):
+    runs = [{"model": "resnet50", "case": "folder", "tag": "new", "commit": "abc", "settings": {},
+             "returncode": 0, "wall_s": 512.3, "timed_out": False, "phase_at_end": "x",
+             "phase_s": {"refit scores": 300.0, "recalibration": 100.0, "startup": 5.0},
+             "peak_rss_mb": 1500.0, "peak_tree_rss_mb": 1510.0, "mac_fraction": 0.4998,
+             "load_before": [3.2]},
+            {"model": "vgg320", "case": "datafree", "tag": "old", "commit": "def",
+             "settings": {"iterations": 5}, "returncode": -9, "wall_s": 900.0, "timed_out": True,
+             "phase_at_end": "recalibration", "phase_s": {}, "peak_rss_mb": 4000.0,
+             "load_before": [20.0]}]
+    data = tmp_path / "scale.json"
+    data.write_text(json.dumps({"runs": runs}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{bench_scale.TABLE_START}\nstale\n{bench_scale.TABLE_END}\nb\n")
+    assert bench_scale.main(["--table-from", str(data), "--tags", "new",
+                             "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("a\n") and text.endswith("b\n")
+    assert "| ResNet-50 224² | image folder | defaults | abc | 512 s | refit scores 300 s" in text
+    assert "1.47 GB | 0.500 | 3.2 |" in text and "VGG" not in text
+    both = bench_scale.table(runs)
+    assert "killed at 900 s in recalibration" in both and "--iterations 5" in both
+
+
+def test_the_memory_table_renders_each_result(tmp_path):
+    import bench_memory
+
+    result = {"settings": {"model": "/tmp/m.onnx", "image_size": 224, "format": "jpg",
+                           "preset": "imagenet", "calibration_samples": 512, "repeats": 1},
+              "peak_rss_mib": {"1000": 1500.0, "20000": 1530.0},
+              "ratio_largest_to_smallest": 1.02, "passed": True,
+              "load_average": {"before": [4.5]}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(result))
+    text = bench_memory.table([str(path)])
+    assert ("| `m.onnx` | 224×224 jpg | preset imagenet, 512 calibration samples, 1 repeat(s) "
+            "| 1,000 images: 1500 MiB, 20,000 images: 1530 MiB | 1.020 | yes | 4.5 |") in text

@@ -117,6 +117,36 @@ def run_compress(args, folder: Path, out: Path) -> dict:
             "accuracy_after": report.get("accuracy_after")}
 
 
+TABLE_START, TABLE_END = "<!-- memory-table -->", "<!-- /memory-table -->"
+
+
+def table(paths) -> str:
+    """One markdown row per result JSON: model, image size, peaks per folder size, ratio."""
+    lines = ["| model | images | settings | peak RSS per folder | largest ÷ smallest | "
+             "within 10% | load before |", "|---|---|---|---|---|---|---|"]
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        s = r["settings"]
+        peaks = ", ".join(f"{int(c):,} images: {v:.0f} MiB" for c, v in r["peak_rss_mib"].items())
+        lines.append(f"| `{Path(s['model']).name}` | {s['image_size']}×{s['image_size']} "
+                     f"{s['format']} | preset {s.get('preset') or 'none'}, "
+                     f"{s['calibration_samples']} calibration samples, {s['repeats']} repeat(s) | "
+                     f"{peaks} | {r['ratio_largest_to_smallest']:.3f} | "
+                     f"{'yes' if r['passed'] else 'no'} | {r['load_average']['before'][0]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(paths, readme) -> int:
+    text = (f"JSON: {', '.join(f'`{p}`' for p in paths)}; `python tools/bench_memory.py "
+            f"--table-from {' '.join(paths)}`.\n\n" + table(paths))
+    print(text, end="")
+    if readme:
+        body = Path(readme).read_text()
+        start, end = body.index(TABLE_START) + len(TABLE_START), body.index(TABLE_END)
+        Path(readme).write_text(body[:start] + "\n" + text + body[end:])
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "fashion_resnet.onnx"))
@@ -134,7 +164,13 @@ def main(argv=None) -> int:
     parser.add_argument("--format", default="jpg", choices=("jpg", "png"))
     parser.add_argument("--work", default="/tmp/onnxprune-bench-memory")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--table-from", nargs="+", default=None,
+                        help="print the markdown table of these JSON results instead of running")
+    parser.add_argument("--readme", default=None, help="with --table-from: rewrite the text "
+                                                       f"between {TABLE_START} and {TABLE_END}")
     args = parser.parse_args(argv)
+    if args.table_from:
+        return write_table(args.table_from, args.readme)
     counts = sorted(int(c) for c in args.counts.split(","))
     work = Path(args.work) / f"{args.image_size}px_{args.format}"
     largest = work / f"images_{counts[-1]}"
