@@ -14,14 +14,19 @@ For each Fashion-MNIST reference model ``models/fashion_<name>.onnx``, MAC targe
   does) and trained with the same optimizer, schedule, lr and number of steps, cross-entropy only.
 
 Figures are top-1 % in ONNX Runtime on ``--split`` (``val``: the 5,000 validation images, the only
-split used to choose ``--lr``/``--epochs``; ``test``: the 10,000 test images, the table). Rows are
-written after each cell (``--json``, merged with the rows already there: a cell is replaced when
-rerun), so a run can be widened step by step. ``--table-out`` writes the README table.
+split used to choose ``--lr``/``--epochs`` and the other settings; ``test``: the 10,000 test
+images, the table). Pruned models are cached in ``--cache`` per (model, target, seed, resolved
+method; the commit they came from is recorded), trained models per settings: training never
+reads the test split, so ``--split test`` evaluates the very models its validation run trained.
+Rows are written after each cell (``--json``, merged with the rows already there: a cell is
+replaced when rerun), so a run can be widened step by step. ``--table-out`` writes the README
+table; ``--table-from JSON...`` only renders the table of stored rows.
 
     python tools/bench_finetune.py --split val --models vgg --targets 0.25 --lrs 0.003,0.01,0.03 \\
         --no-scratch --json benchmarks/finetune_search.json
-    python tools/bench_finetune.py --split test --models vgg --lrs 0.01 --epochs 1 \\
-        --json benchmarks/finetune.json --table-out /tmp/notes/finetune_readme.md
+    python tools/bench_finetune.py --split test --models vgg --lrs 0.03 --epochs 3 \\
+        --json benchmarks/finetune.json --table-out /tmp/notes/finetune_table.md
+    python tools/bench_finetune.py --table-from benchmarks/finetune.json --split test
 """
 
 from __future__ import annotations
