@@ -262,7 +262,8 @@ def compress(config: CompressConfig) -> dict:
                             "calibration_indices": calibration_indices}
     if config.finetune_epochs or config.finetune_iterations:
         pruned, report["finetune"] = _finetune(config, model, pruned, inputs, device)
-    report["validation"] = _validate(config, model, pruned, inputs)
+    report["validation"] = _validate(config, model, pruned, inputs,
+                                     min(VALIDATION_BATCH, calibration.score_batch))
     if report.get("finetune") is not None:
         report["finetune"]["accuracy_after_finetuning"] = report["validation"]["accuracy_pruned"]
     if inputs.evaluation.y is not None:
@@ -383,12 +384,17 @@ def _report(config, model, pruned, analysis, selection, inputs, notes, training,
     }
 
 
-def _validate(config, model, pruned, inputs):
+VALIDATION_BATCH = 32  # ONNX Runtime batch of the validation, smaller for large inputs
+
+
+def _validate(config, model, pruned, inputs, batch: int = VALIDATION_BATCH):
+    """Both models on the evaluation set in ONNX Runtime, ``batch`` samples a run (compress
+    passes the refit scores' budget-sized batch: ORT's arenas keep a run's activations)."""
     from onnxprune.runtime.validate import validate_models
 
     with Steps(config.quiet, config.progress).phase("validation") as update:
         result = validate_models(model, pruned, inputs.evaluation, provider=config.provider,
-                                 names=("original", "pruned"),
+                                 names=("original", "pruned"), batch_size=batch,
                                  max_accuracy_drop=config.max_accuracy_drop,
                                  min_agreement=config.min_agreement,
                                  allow_small_eval=config.allow_small_eval,
