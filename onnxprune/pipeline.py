@@ -433,9 +433,11 @@ def format_compress(report: dict) -> str:
         rows.append(("accuracy", f"{v['accuracy_original']:.2f}% -> {v['accuracy_pruned']:.2f}% "
                                  f"({v['data']})"))
     ft = report.get("finetune")
-    if ft and ft.get("accuracy_after_pruning") is not None:
-        rows.append(("fine-tuning", f"{ft['steps']} steps: {ft['accuracy_after_pruning']:.2f}% "
-                                    f"after pruning -> {ft['accuracy_after_finetuning']:.2f}%"))
+    if ft:
+        from onnxprune.report import finetune_rows
+
+        rows += finetune_rows(v.get("accuracy_original"), ft.get("accuracy_after_pruning"),
+                              ft["epochs"], ft.get("accuracy_after_finetuning"), ft["steps"])
     if v.get("agreement") is not None:
         rows.append(("top-1 agreement", f"{100 * v['agreement']:.2f}% ({v['data']})"))
     ev = v.get("evidence") or {}

@@ -29,6 +29,9 @@ def test_compress_then_finetune_reports_each_stage(tmp_path):
     assert report["accuracy_before"] > ft["accuracy_after_pruning"]  # before pruning, in the JSON
     assert all("accuracy" in epoch and "loss" in epoch for epoch in ft["epochs"])  # per epoch
     table = format_compress(report)
-    assert f"{report['accuracy_before']:.2f}%" in table
-    assert f"{ft['accuracy_after_pruning']:.2f}% after pruning" in table
-    assert f"{ft['accuracy_after_finetuning']:.2f}%" in table
+    assert f"accuracy before pruning     {report['accuracy_before']:.2f}%" in table
+    assert f"accuracy after pruning      {ft['accuracy_after_pruning']:.2f}%" in table
+    for epoch in ft["epochs"]:  # one row per epoch: its loss terms and held-out accuracy
+        assert f"fine-tuning epoch {epoch['epoch']}" in table
+        assert f"held-out {epoch['accuracy']:.2f}%" in table
+    assert f"accuracy after fine-tuning  {ft['accuracy_after_finetuning']:.2f}%" in table
