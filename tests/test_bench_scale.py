@@ -97,9 +97,11 @@ def test_the_table_renders_runs_of_the_chosen_tags_into_the_readme(tmp_path):
     text = readme.read_text()
     assert "stale" not in text and text.startswith("a\n") and text.endswith("b\n")
     assert "| ResNet-50 224² | image folder | defaults | abc | 512 s | refit scores 300 s" in text
-    assert "1.47 GB | 0.500 | 3.2 |" in text and "VGG" not in text
+    assert "1.47 GiB | 0.500 | 3.2 |" in text and "VGG" not in text
     both = bench_scale.table(runs)
-    assert "killed at 900 s in recalibration" in both and "--iterations 5" in both
+    assert "killed at 900 s in recalibration (time limit)" in both and "--iterations 5" in both
+    runs[1].update(timed_out=False)
+    assert "killed from outside at 900 s in recalibration" in bench_scale.table(runs)
 
 
 def test_the_memory_table_renders_each_result(tmp_path):

@@ -295,14 +295,18 @@ def table(runs: list[dict]) -> str:
     lines = ["| model | data | settings | commit | wall | longest phases | peak RSS | "
              "MACs kept | load before |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        wall = (f"killed at {r['wall_s']:.0f} s in {r['phase_at_end']}" if r.get("timed_out")
-                else f"{r['wall_s']:.0f} s" + ("" if r["returncode"] == 0
-                                                else f" (exit {r['returncode']})"))
+        if r.get("timed_out"):
+            wall = f"killed at {r['wall_s']:.0f} s in {r['phase_at_end']} (time limit)"
+        elif r["returncode"] < 0:  # a signal from outside the tool (e.g. stopped by hand)
+            wall = f"killed from outside at {r['wall_s']:.0f} s in {r['phase_at_end']}"
+        else:
+            wall = f"{r['wall_s']:.0f} s" + ("" if r["returncode"] == 0
+                                            else f" (exit {r['returncode']})")
         peak = max(r.get("peak_rss_mb", 0), r.get("peak_tree_rss_mb", 0)) / 1024
         macs = f"{r['mac_fraction']:.3f}" if r.get("mac_fraction") else "–"
         lines.append(f"| {NAMES.get(r['model'], r['model'])} | {DATA.get(r['case'], r['case'])} "
                      f"| {_settings_cell(r)} | {r.get('commit', '?')} | {wall} | "
-                     f"{_phases_cell(r)} | {peak:.2f} GB | {macs} | "
+                     f"{_phases_cell(r)} | {peak:.2f} GiB | {macs} | "
                      f"{r.get('load_before', ['?'])[0]} |")
     return "\n".join(lines) + "\n"
 
