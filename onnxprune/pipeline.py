@@ -389,7 +389,8 @@ VALIDATION_BATCH = 32  # ONNX Runtime batch of the validation, smaller for large
 
 def _validate(config, model, pruned, inputs, batch: int = VALIDATION_BATCH):
     """Both models on the evaluation set in ONNX Runtime, ``batch`` samples a run (compress
-    passes the refit scores' budget-sized batch: ORT's arenas keep a run's activations)."""
+    passes the refit scores' budget-sized batch; below ``VALIDATION_BATCH`` the samples are
+    large for the budget, and the sessions run without ORT's arena, which keeps a run's peak)."""
     from onnxprune.runtime.validate import validate_models
 
     with Steps(config.quiet, config.progress).phase("validation") as update:
@@ -400,7 +401,8 @@ def _validate(config, model, pruned, inputs, batch: int = VALIDATION_BATCH):
                                  allow_small_eval=config.allow_small_eval,
                                  synthetic=bool(inputs.about.get("synthetic")),
                                  workers=config.workers,
-                                 progress=lambda done, total: update(done, "samples", total))
+                                 progress=lambda done, total: update(done, "samples", total),
+                                 memory_arena=batch >= VALIDATION_BATCH)
     result["data"] = inputs.about["source"]
     return result
 

@@ -100,8 +100,11 @@ def create_session(
     provider: str = "auto",
     threads: int | None = None,
     name: str | None = None,
+    memory_arena: bool = True,
 ) -> RuntimeSession:
-    """A session on ``provider``; "cuda" that is missing or falls back to the CPU is an error."""
+    """A session on ``provider``; "cuda" that is missing or falls back to the CPU is an error.
+    ``memory_arena=False`` turns ONNX Runtime's CPU arena and memory patterns off: a run then
+    holds only its live tensors (for large inputs where speed matters less than the peak)."""
     if provider not in PROVIDER_CHOICES:
         raise OnnxPruneError(f"unknown provider '{provider}' (choose from {', '.join(PROVIDER_CHOICES)})")
     if threads is not None and threads < 1:
@@ -110,7 +113,7 @@ def create_session(
     source = _session_source(proto, path, label)
     name = name or label
     if provider == "cpu":
-        return _make(source, [CPU], threads, provider, name)
+        return _make(source, [CPU], threads, provider, name, memory_arena)
     has_cuda = CUDA in available_providers()
     if provider == "cuda" and not has_cuda:
         raise OnnxPruneError(
@@ -118,15 +121,15 @@ def create_session(
             f"(available: {', '.join(available_providers())}); install onnxruntime-gpu or use --provider cpu"
         )
     if not has_cuda:
-        return _make(source, [CPU], threads, provider, name)
+        return _make(source, [CPU], threads, provider, name, memory_arena)
     hint = _preload_cuda_libraries()
     try:
         with _quiet_ort_logging():
-            session = _make(source, [CUDA, CPU], threads, provider, name)
+            session = _make(source, [CUDA, CPU], threads, provider, name, memory_arena)
     except OnnxPruneError:
         if provider == "cuda":
             raise
-        return _make(source, [CPU], threads, provider, name)
+        return _make(source, [CPU], threads, provider, name, memory_arena)
     if session.provider != CUDA and provider == "cuda":
         raise OnnxPruneError(
             f"--provider cuda: {CUDA} could not be created ({hint}no usable GPU, or CUDA/cuDNN "
@@ -145,11 +148,15 @@ def _session_source(proto: onnx.ModelProto, path: Path | None, label: str):
     return str(path)
 
 
-def _make(source, providers: list[str], threads, requested: str, name: str) -> RuntimeSession:
+def _make(source, providers: list[str], threads, requested: str, name: str,
+          memory_arena: bool = True) -> RuntimeSession:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: we check and report the provider ourselves
+    if not memory_arena:
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     if threads is not None:
         options.intra_op_num_threads = int(threads)
     try:

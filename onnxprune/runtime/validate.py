@@ -48,16 +48,18 @@ def validate_models(
     synthetic: bool = False,
     workers: int = 0,
     progress=None,
+    memory_arena: bool = True,
 ) -> dict:
     """Run both models on ``dataset`` and compare them; see the module docstring for the keys.
 
     The samples stream in batches (decoded once, by ``workers`` threads ahead of use, and run
     through both models); only the top-1 classes and running error sums are kept, so memory
-    does not grow with the dataset. ``progress(samples done, samples)`` follows the batches."""
+    does not grow with the dataset. ``progress(samples done, samples)`` follows the batches;
+    ``memory_arena=False``: sessions without ORT's arena (see ``create_session``)."""
     _check_thresholds(max_accuracy_drop, min_agreement)
     names = names or (None, None)
-    original = create_session(original_model, provider, threads, names[0])
-    pruned = create_session(pruned_model, provider, threads, names[1])
+    original = create_session(original_model, provider, threads, names[0], memory_arena)
+    pruned = create_session(pruned_model, provider, threads, names[1], memory_arena)
     check_io_compatible(original, pruned)
     out_names = original.output_names()
     stats = [ErrorStats() for _ in out_names]
