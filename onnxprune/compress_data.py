@@ -154,8 +154,15 @@ def calibration_within_budget(config, model: onnx.ModelProto, x, device: str = "
     from onnxprune.gates.memory import RECALIBRATION_CACHE, format_size
     from onnxprune.gates.sweep import activation_bytes
 
+    from onnxprune.runtime.session import model_input_shape
+
     sample = np.asarray(x[np.array([0])], dtype=np.float32)[0]
-    one_graph = activation_bytes(TorchGraph(model).float(), sample)
+    dims = model_input_shape(model) or [None]
+    fixed = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1  # a fixed batch size
+    try:
+        one_graph = activation_bytes(TorchGraph(model).float(), sample, fixed)
+    except OnnxPruneError:  # e.g. several inputs: nothing to size; the phases say why they fail
+        return Calibration(requested, SCORE_BATCH)
     budget = device_budget(config.memory_budget, device)
     cache = int(budget * RECALIBRATION_CACHE)
     batch = int(max(1, min(SCORE_BATCH, (budget - cache) // max(one_graph, 1))))

@@ -203,13 +203,14 @@ class Sweep:
                 self.cache.drop(entry)
 
 
-def activation_bytes(graph: TorchGraph, sample: np.ndarray) -> int:
+def activation_bytes(graph: TorchGraph, sample: np.ndarray, batch: int = 1) -> int:
     """Peak bytes a sweep of ``graph`` caches for one calibration ``sample`` (without its batch
     axis): each tensor from the step that makes it to its last reader, as ``Sweep`` keeps them
-    (the inputs and outputs a fit reads are among them). Runs the graph once, on one sample."""
+    (the inputs and outputs a fit reads are among them). Runs the graph once, on ``batch``
+    copies of the sample (a model with a fixed batch size), and divides."""
     cache = Cache(1 << 62, "cpu")
-    inputs = Inputs(np.ascontiguousarray(sample, dtype=np.float32)[None], 1, cache)
-    sweep = Sweep(graph, inputs, cache, Counter(graph.output_names))
+    x = np.repeat(np.ascontiguousarray(sample, dtype=np.float32)[None], batch, axis=0)
+    sweep = Sweep(graph, Inputs(x, batch, cache), cache, Counter(graph.output_names))
     with torch.no_grad():
         sweep.advance_to(len(sweep.steps))
-    return cache.peak
+    return -(-cache.peak // batch)

@@ -80,3 +80,20 @@ def test_compress_recalibrates_on_the_samples_that_fit_and_says_so(tmp_path):
     assert MIN_CALIBRATION <= used < 256
     assert any(f"calibration: {used} of the 256 requested" in n for n in written["notes"])
     assert written["recalibrated_convs"] > 0
+
+
+def test_a_fixed_batch_model_is_measured_at_its_batch():
+    from onnx import helper as h
+
+    model = _chain(8)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # batch fixed at 4
+    flat = h.make_node("Reshape", ["r1", "shape"], ["flat"], name="flat")  # [4, -1]: batch 4 only
+    model.graph.node.append(flat)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([4, -1], np.int64), "shape"))
+    model.graph.output[0].name = "flat"
+    x = np.zeros((3, 8, 8), np.float32)
+    per_sample = activation_bytes(TorchGraph(model).float(), x, 4)
+    assert per_sample == activation_bytes(TorchGraph(_chain(8)).float(), x)
+    config = CompressConfig(model="m.onnx", output="o.onnx", calibration_samples=64)
+    assert calibration_within_budget(config, model, np.zeros((10, 3, 8, 8), np.float32)) \
+        == Calibration(64, SCORE_BATCH, None)
