@@ -82,18 +82,20 @@ class _Layer:
         self.gram = g if self.gram is None else self.gram + g
 
     def start(self) -> None:
-        """H⁻¹ (damped), the weights as a tensor, WᵀW, and the output energy tr(W H Wᵀ)."""
+        """H⁻¹ (damped), the weights as a tensor and the output energy tr(W H Wᵀ); ``pos``
+        maps an original column to its place in the (compacted) H⁻¹ and W, −1 once gone."""
         h = self.gram
         damp = DAMP * torch.diagonal(h).mean().clamp_min(1e-12)
         eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
         self.hinv = torch.linalg.inv(h + damp * eye)
         self.wt = torch.tensor(self.w, dtype=h.dtype, device=h.device)  # a copy: updated in place
-        self.wtw = self.wt.T @ self.wt  # kept up to date by remove(): costs need its blocks
         self.energy = float(torch.einsum("oi,ij,oj->", self.wt, h, self.wt).clamp_min(1e-12))
+        self.pos = torch.arange(len(h), device=h.device)
+        self.gone = 0  # columns removed since the last compaction
 
     def stop(self) -> None:
         """Free what start() made (H stays, for another group this layer reads)."""
-        self.hinv = self.wt = self.wtw = None
+        self.hinv = self.wt = self.pos = None
 
     def blocks(self, channels) -> torch.Tensor | None:
         """[channels, k]: the input columns of each channel (None if not all the same size)."""
@@ -105,33 +107,64 @@ class _Layer:
     def costs(self, idx: torch.Tensor) -> torch.Tensor:
         """Relative output error of removing each row of columns ``idx`` [n, k] (alone) and
         refitting the rest: tr(W_b S⁻¹ W_bᵀ) / energy = tr(S⁻¹ W_bᵀW_b) / energy,
-        S = H⁻¹[b, b]; both k×k blocks are gathered, so a step costs n·k², not n·k·out."""
+        S = H⁻¹[b, b]; the k×k blocks W_bᵀW_b come from W's columns (n·k²·out a step)."""
+        idx = self.pos[idx]
         if idx.shape[1] == 1:  # one column per channel: a quotient of two diagonals
             col = idx[:, 0]
-            return self.wtw[col, col] / self.hinv[col, col] / self.energy
+            w = self.wt[:, col]
+            return (w * w).sum(0) / self.hinv[col, col] / self.energy
         block = idx[:, :, None], idx[:, None, :]
-        inner = torch.linalg.solve(self.hinv[block], self.wtw[block])  # [n, k, k]
-        return inner.diagonal(dim1=1, dim2=2).sum(1) / self.energy
+        out = []
+        chunk = max(1, (1 << 23) // max(1, self.wt.shape[0] * idx.shape[1]))  # ≤ 64 MB of W_b
+        for part in range(0, len(idx), chunk):
+            rows = slice(part, part + chunk)
+            wb = self.wt[:, idx[rows]]  # [out, n, k]
+            wtw = torch.einsum("onk,onl->nkl", wb, wb)
+            inner = torch.linalg.solve(self.hinv[block[0][rows], block[1][rows]], wtw)
+            out.append(inner.diagonal(dim1=1, dim2=2).sum(1))
+        return torch.cat(out) / self.energy
 
     def remove(self, b: torch.Tensor) -> None:
-        """The OBS update: refit the remaining weights, drop ``b`` from H⁻¹ (and WᵀW); in
-        place, one BLAS pass per term."""
+        """The OBS update: refit the remaining weights and drop the original columns ``b``
+        from H⁻¹, in place (one BLAS pass per term); once a quarter of the columns are gone,
+        H⁻¹ and W shrink to the live ones."""
+        b = self.pos[b]
         s = self.hinv[b][:, b]
         rows = self.hinv[b]  # [|b|, fan]
         try:
             step = torch.linalg.solve(s, rows)  # S⁻¹ H⁻¹[b, :]
         except RuntimeError:
             return
-        # W' = W − W_b·step, so W'ᵀW' = WᵀW − stepᵀ·v − vᵀ·step with v = W_bᵀW − ½(W_bᵀW_b)·step
-        cross = self.wtw[b]  # W_bᵀW [|b|, fan]
-        v = cross - 0.5 * (cross[:, b] @ step)
-        self.wtw.addmm_(step.T, v, alpha=-1.0).addmm_(v.T, step, alpha=-1.0)
         self.wt.addmm_(self.wt[:, b], step, alpha=-1.0)
         self.hinv.addmm_(rows.T, step, alpha=-1.0)
-        for matrix in (self.hinv, self.wtw):
-            matrix[b] = 0.0
-            matrix[:, b] = 0.0
+        self.hinv[b] = 0.0
+        self.hinv[:, b] = 0.0
         self.wt[:, b] = 0.0
+        self.gone += len(b)
+        if self.gone * 4 >= len(self.hinv):
+            self._compact(b)
+
+    def weights(self) -> torch.Tensor:
+        """The refitted W over the original columns (zero where removed)."""
+        full = torch.zeros(self.wt.shape[0], len(self.pos), dtype=self.wt.dtype,
+                           device=self.wt.device)
+        live = self.pos >= 0
+        full[:, live] = self.wt[:, self.pos[live]]
+        return full
+
+    def _compact(self, last: torch.Tensor) -> None:
+        """Keep only the live columns of H⁻¹ and W (their zeroed rows and columns go)."""
+        dead = torch.zeros(len(self.hinv), dtype=torch.bool, device=self.hinv.device)
+        dead[last] = True
+        dead |= (self.hinv.diagonal() == 0) & (self.wt == 0).all(0)
+        live = torch.nonzero(~dead).flatten()
+        self.hinv = self.hinv[live][:, live].contiguous()
+        self.wt = self.wt[:, live].contiguous()
+        where = torch.full((len(dead),), -1, dtype=torch.long, device=live.device)
+        where[live] = torch.arange(len(live), device=live.device)
+        known = self.pos >= 0
+        self.pos[known] = where[self.pos[known]]
+        self.gone = 0
 
 
 def _sampled_columns(x: torch.Tensor, kernel, attrs: dict, generator,

@@ -82,8 +82,9 @@ def test_obs_cost_and_update_equal_the_explicit_least_squares_refit():
     x[:, 6] = 1.0  # the bias column
     w = rng.standard_normal((3, 7))
     layer = _Fake(torch.as_tensor(x.T @ x), w, np.array([0, 0, 1, 1, 2, 2, -1]))
-    layer.start, layer.costs, layer.remove = (getattr(_Layer, n).__get__(layer)
-                                              for n in ("start", "costs", "remove"))
+    names = ("start", "costs", "remove", "_compact", "weights")
+    for name in names:
+        setattr(layer, name, getattr(_Layer, name).__get__(layer))
     layer.start()
     h = x.T @ x
     h_damped = h + DAMP * np.diag(h).mean() * np.eye(7)
@@ -99,7 +100,15 @@ def test_obs_cost_and_update_equal_the_explicit_least_squares_refit():
     cost = float(layer.costs(torch.as_tensor([[2, 3]]))[0])
     assert np.isclose(cost * energy, explicit, rtol=1e-8)
     layer.remove(torch.as_tensor([2, 3]))
-    assert np.allclose(layer.wt.numpy(), full, atol=1e-8)
+    assert layer.wt.shape == (3, 5)  # 2 of 7 columns gone: H⁻¹ and W shrank to the live ones
+    assert np.allclose(layer.weights().numpy(), full, atol=1e-8)
+    cost = float(layer.costs(torch.as_tensor([[4, 5]]))[0])  # original columns, after shrinking
+    keep2 = np.array([0, 1, 6])
+    fit2 = np.linalg.solve(h_damped[np.ix_(keep2, keep2)], h_damped[keep2] @ w.T).T
+    full2 = np.zeros_like(w)
+    full2[:, keep2] = fit2
+    second = np.trace((full2 - w) @ h_damped @ (full2 - w).T)
+    assert np.isclose(cost * energy, second - explicit, rtol=1e-8)
 
 
 def test_a_lazy_dataset_gives_the_scores_of_its_array():
