@@ -370,6 +370,8 @@ def compress(model, output, as_json, **params):
               help="Share of the steps with a linear warm-up before the cosine decay.")
 @click.option("--temperature", default=4.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True), help="Distillation temperature.")
+@click.option("--alpha", default=0.9, show_default=True, type=Fraction(closed=True),
+              help="Weight of the distillation term; 1 - alpha goes to cross-entropy on labels.")
 @click.option("--augment", default="auto", show_default=True, type=click.Choice(AUGMENT),
               help="Random flip and crop; auto: for image folders, not for .npz.")
 @click.option("--seed", default=0, show_default=True, type=int)

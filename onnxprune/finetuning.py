@@ -36,6 +36,7 @@ class FinetuneRun:
     weight_decay: float = FinetuneConfig.weight_decay
     warmup: float = FinetuneConfig.warmup
     temperature: float = FinetuneConfig.temperature
+    alpha: float = FinetuneConfig.alpha
     augment: str = "auto"
     seed: int = 0
     checkpoint_every: int = FinetuneConfig.checkpoint_every
@@ -58,7 +59,8 @@ def gate_config(run: FinetuneRun, image_folder: bool) -> FinetuneConfig:
     return FinetuneConfig(
         epochs=run.epochs, iterations=run.iterations, batch_size=run.batch_size, lr=run.lr,
         optimizer=run.optimizer, weight_decay=run.weight_decay, warmup=run.warmup,
-        temperature=run.temperature, seed=run.seed, checkpoint_every=run.checkpoint_every,
+        temperature=run.temperature, alpha=run.alpha, seed=run.seed,
+        checkpoint_every=run.checkpoint_every,
         augment=run.augment == "on" or (run.augment == "auto" and image_folder))
 
 

@@ -210,3 +210,17 @@ def test_cli_reports_accuracy_before_after_pruning_per_epoch_and_after(setup, tm
         assert f"fine-tuning epoch {epoch['epoch']}" in table
         assert f"held-out {epoch['accuracy']:.2f}%" in table
     assert f"accuracy after fine-tuning  {after:.2f}% ({after - before:+.2f} points)" in table
+
+
+def test_alpha_weights_the_distillation_term_and_the_cli_checks_its_range(setup, tmp_path):
+    from onnxprune.finetuning import FinetuneRun, gate_config
+
+    run = FinetuneRun(pruned="p.onnx", teacher="t.onnx", data="d.npz", output="o.onnx",
+                      alpha=0.25)
+    assert gate_config(run, image_folder=False).alpha == 0.25
+    folder = setup[0]
+    result = _cli("finetune", folder / "p.onnx", "--teacher", VGG, "--data", folder / "d.npz",
+                  "-o", tmp_path / "f.onnx", "--alpha", "1.5")
+    assert result.returncode == 2
+    assert "--alpha" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "f.onnx").exists()
