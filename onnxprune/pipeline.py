@@ -119,7 +119,9 @@ def _settings_key(config: CompressConfig) -> str:
 def resolve_method(config: CompressConfig) -> str:
     """``auto``: refit where a least-squares refit follows the selection (it won every
     Fashion-MNIST validation cell against autobot there, with --data and data-free:
-    benchmarks/yardstick_val_search.json, yardstick_val_datafree.json), autobot otherwise."""
+    benchmarks/yardstick_val_search.json, yardstick_val_datafree.json), autobot otherwise (under
+    --recalibration stats AutoBot won 7 of 8 validation cells against refit:
+    benchmarks/yardstick_val_stats.json)."""
     if config.method != "auto":
         return config.method
     refit_follows = config.recalibrate and config.recalibration == "reconstruct"

@@ -155,7 +155,24 @@ def test_another_default_is_checked_against_every_other_method_of_ours():
     assert checks["refit beats autobot (reconstruct)"] is True
     assert checks["refit beats autobot (stats)"] is False
     assert checks["refit beats random (reconstruct)"] is True
-    assert verdict["default"] == "refit/reconstruct" and not verdict["ok"]
+    kinds = {c["check"]: c.get("kind") for c in verdict["checks"]}
+    assert kinds["refit beats autobot (stats)"] == "candidate"  # chosen on validation
+    assert kinds["refit beats random (stats)"] == "baseline"
+    assert verdict["default"] == "refit/reconstruct" and verdict["ok"]  # baselines all beaten
+    result = {"settings": {"split": "test", "n_eval": 10000, "embedded_subsets": False,
+                           "round_to": "auto", "iterations": 200, "train_data": "t",
+                           "threads": 1, "command": "c", "default": "refit/reconstruct"},
+              "machine": {"cpu": "x", "cores": 2}, "total_seconds": 1.0, "rows": rows,
+              "acceptance": verdict}
+    text = bench.readme_text(result)
+    assert "PASS" in text and "Not required" in text
+    assert "vgg 0.5: refit beats autobot (stats) (85.00 vs 90.50)" in text
+    rows = [r for r in rows if not (r["method"] == "random" and r["recalibration"] == "stats")]
+    rows += [_row("random", 86.0, s, "stats") for s in range(3)]
+    verdict = bench.acceptance(rows, 10000, ("refit", "reconstruct"))
+    assert not verdict["ok"]  # a baseline ahead of the default fails
+    text = bench.readme_text(dict(result, rows=rows, acceptance=verdict))
+    assert "FAIL (1 of" in text and "vgg 0.5: refit beats random (stats) (85.00 vs 86.00)" in text
     assert verdict["headline"] == "refit/reconstruct"
     head = bench.summary_table(rows, 10000, ("refit", "reconstruct")).splitlines()[0]
     assert head.index("refit (reconstruct)") < head.index("autobot (reconstruct)")

@@ -387,7 +387,8 @@ def finish(result: dict, args) -> int:
     print(text)
     for c in result["acceptance"]["checks"]:
         if not c["ok"]:
-            print(f"  failed: {c['model']} {c['target']} {c['check']} ({c.get('value')} vs "
+            kind = "behind a candidate" if c.get("kind") == "candidate" else "failed"
+            print(f"  {kind}: {c['model']} {c['target']} {c['check']} ({c.get('value')} vs "
                   f"{c.get('other')})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
