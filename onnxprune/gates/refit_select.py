@@ -91,11 +91,11 @@ class _Layer:
         self.wt = torch.tensor(self.w, dtype=h.dtype, device=h.device)  # a copy: updated in place
         self.energy = float(torch.einsum("oi,ij,oj->", self.wt, h, self.wt).clamp_min(1e-12))
         self.pos = torch.arange(len(h), device=h.device)
-        self.gone = 0  # columns removed since the last compaction
+        self.dead = torch.zeros(len(h), dtype=torch.bool, device=h.device)  # removed, not shrunk
 
     def stop(self) -> None:
         """Free what start() made (H stays, for another group this layer reads)."""
-        self.hinv = self.wt = self.pos = None
+        self.hinv = self.wt = self.pos = self.dead = None
 
     def blocks(self, channels) -> torch.Tensor | None:
         """[channels, k]: the input columns of each channel (None if not all the same size)."""
@@ -140,9 +140,9 @@ class _Layer:
         self.hinv[b] = 0.0
         self.hinv[:, b] = 0.0
         self.wt[:, b] = 0.0
-        self.gone += len(b)
-        if self.gone * 4 >= len(self.hinv):
-            self._compact(b)
+        self.dead[b] = True
+        if int(self.dead.sum()) * 4 >= len(self.hinv):
+            self._compact()
 
     def weights(self) -> torch.Tensor:
         """The refitted W over the original columns (zero where removed)."""
@@ -152,19 +152,16 @@ class _Layer:
         full[:, live] = self.wt[:, self.pos[live]]
         return full
 
-    def _compact(self, last: torch.Tensor) -> None:
-        """Keep only the live columns of H⁻¹ and W (their zeroed rows and columns go)."""
-        dead = torch.zeros(len(self.hinv), dtype=torch.bool, device=self.hinv.device)
-        dead[last] = True
-        dead |= (self.hinv.diagonal() == 0) & (self.wt == 0).all(0)
-        live = torch.nonzero(~dead).flatten()
+    def _compact(self) -> None:
+        """Keep only the live columns of H⁻¹ and W (the removed, zeroed ones go)."""
+        live = torch.nonzero(~self.dead).flatten()
         self.hinv = self.hinv[live][:, live].contiguous()
         self.wt = self.wt[:, live].contiguous()
-        where = torch.full((len(dead),), -1, dtype=torch.long, device=live.device)
+        where = torch.full((len(self.dead),), -1, dtype=torch.long, device=live.device)
         where[live] = torch.arange(len(live), device=live.device)
         known = self.pos >= 0
         self.pos[known] = where[self.pos[known]]
-        self.gone = 0
+        self.dead = torch.zeros(len(live), dtype=torch.bool, device=live.device)
 
 
 def _sampled_columns(x: torch.Tensor, kernel, attrs: dict, generator,
