@@ -19,7 +19,7 @@ from onnxprune.cli_options import (NumberList, Fraction, compose, device_option,
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
 from onnxprune.finetuning import AUGMENT
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, MIN_EVAL_SAMPLES,
-                                     OPTIMIZERS, RECALIBRATION_MODES)
+                                     OPTIMIZERS, RECALIBRATION_MODES, REFIT_WEIGHTINGS)
 from onnxprune.gates.config import GateConfig as _GATES
 
 EXIT_INTERNAL = 3
@@ -285,6 +285,11 @@ class RoundTo(click.ParamType):
               help="autobot: trained gates; refit: channels the least-squares refit can "
                    "rebuild go first (no gate training); auto: refit when --recalibration "
                    "reconstruct runs (the default), autobot otherwise.")
+@click.option("--refit-weighting", default=REFIT_WEIGHTINGS[0], show_default=True,
+              type=click.Choice(REFIT_WEIGHTINGS),
+              help="How refit compares layers: relative: each layer's refit error relative to "
+                   "its output; fisher: weighted by the loss' Fisher diagonal (helped deep "
+                   "residual nets on validation, hurt shallow ones).")
 @click.option("--beta", default=_GATES.beta, show_default=True, type=float,
               help="Weight of the FLOPs loss.")
 @click.option("--gamma", default=_GATES.gamma, show_default=True, type=float,

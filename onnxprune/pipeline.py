@@ -18,7 +18,7 @@ from onnxprune.compress_data import (Inputs, calibration_pick,  # noqa: F401
                                      with_data_shape)
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, RECALIBRATION_MODES,
-                                     GateConfig)
+                                     REFIT_WEIGHTINGS, GateConfig)
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
 from onnxprune.preprocess import Preprocessing
 from onnxprune.progress import Steps
@@ -40,6 +40,7 @@ class CompressConfig:
     html: str | None = None  # the self-contained HTML report (the [report] extra)
     summary_md: str | None = None  # the summary as Markdown, for CI step summaries
     method: str = "auto"  # see resolve_method
+    refit_weighting: str = "relative"  # refit_select: per-layer relative errors, or "fisher"
     beta: float = GateConfig.beta
     gamma: float = GateConfig.gamma
     lr: float = GateConfig.lr
@@ -78,6 +79,8 @@ def _log(config: CompressConfig, message: str) -> None:
 def _check_config(config: CompressConfig) -> None:
     if config.method not in METHODS:
         raise OnnxPruneError(f"--method must be one of {', '.join(METHODS)}")
+    if config.refit_weighting not in REFIT_WEIGHTINGS:
+        raise OnnxPruneError(f"--refit-weighting must be one of {', '.join(REFIT_WEIGHTINGS)}")
     if config.recalibration not in RECALIBRATION_MODES:
         raise OnnxPruneError(f"--recalibration must be one of {', '.join(RECALIBRATION_MODES)}")
     if not 0.0 < config.target <= 1.0:
@@ -128,30 +131,51 @@ def resolve_method(config: CompressConfig) -> str:
     return "refit" if refit_follows else "autobot"
 
 
+def _refit_scores(config, model, analysis, x, device, calibration):
+    """The refit method's scores in ``ROUNDS`` rounds, with --refit-weighting (``auto``: both
+    weightings, the one closer to the original on held-out samples), and its notes."""
+    from onnxprune.gates.refit_select import ROUNDS, iterative_refit_scores
+    from onnxprune.select import auto_round_to
+
+    samples = calibration.samples if calibration else config.calibration_samples
+    batch = fixed_batch(model) or (calibration.score_batch if calibration else 64)
+
+    def round_to(a):
+        return (auto_round_to(a, _provider_kind(config.provider))
+                if config.round_to == "auto" else config.round_to)
+
+    weighting = config.refit_weighting
+    runs = 2 if weighting == "auto" else 1
+    with Steps(config.quiet, config.progress).phase("refit scores", ROUNDS * runs) as update:
+        update(0, "round 1")  # announces the phase: a round takes minutes at 224x224
+        settings = dict(rounds=ROUNDS, round_to=round_to, samples=config.calibration_samples,
+                        seed=config.seed, batch=batch, device=device,
+                        memory_budget=config.memory_budget, progress=update,
+                        recalibration=(samples, calibration_batch(model, min(samples, len(x)))))
+        if weighting == "auto":
+            from onnxprune.gates.refit_fisher import choose_weighting
+
+            scores, weighting, distances = choose_weighting(model, analysis, x,
+                                                            config.target, **settings)
+        else:
+            scores = iterative_refit_scores(model, analysis, x, config.target,
+                                            weighting=weighting, **settings)
+    notes = [f"refit scores in {ROUNDS} rounds"] if ROUNDS > 1 else []
+    if config.refit_weighting == "auto":
+        notes.append(f"--refit-weighting auto chose {weighting} (held-out KL to the "
+                     f"original: relative {distances['relative']:.4g}, fisher "
+                     f"{distances['fisher']:.4g})")
+    elif weighting != "relative":
+        notes.append(f"refit costs weighted by the {weighting} diagonal")
+    return scores, notes, None
+
+
 def _scores(config, model, analysis, x, y, device="cpu", calibration=None):
     """Per-channel scores of the chosen method, and notes for the report (``calibration``:
     a ``compress_data.Calibration``: the samples the recalibrations of refit's rounds may use
     and the batch of its forward passes)."""
     if config.method == "refit":
-        from onnxprune.gates.refit_select import ROUNDS, iterative_refit_scores
-        from onnxprune.select import auto_round_to
-
-        samples = calibration.samples if calibration else config.calibration_samples
-        batch = fixed_batch(model) or (calibration.score_batch if calibration else 64)
-
-        def round_to(a):
-            return (auto_round_to(a, _provider_kind(config.provider))
-                    if config.round_to == "auto" else config.round_to)
-
-        with Steps(config.quiet, config.progress).phase("refit scores", ROUNDS) as update:
-            update(0, "round 1")  # announces the phase: a round takes minutes at 224x224
-            scores = iterative_refit_scores(
-                model, analysis, x, config.target, rounds=ROUNDS, round_to=round_to,
-                samples=config.calibration_samples, seed=config.seed,
-                batch=batch, device=device,
-                memory_budget=config.memory_budget, progress=update,
-                recalibration=(samples, calibration_batch(model, min(samples, len(x)))))
-        return scores, [f"refit scores in {ROUNDS} rounds"] if ROUNDS > 1 else [], None
+        return _refit_scores(config, model, analysis, x, device, calibration)
     if config.method != "autobot":
         from onnxprune.scores import baseline_scores
 

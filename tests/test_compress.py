@@ -66,6 +66,29 @@ def test_auto_method_reports_its_choice(tmp_path, small_data):
     assert report["macs_ratio"] <= 0.5
 
 
+def test_fisher_weighted_refit_runs_from_the_cli_and_says_so(tmp_path, small_data):
+    out, report = tmp_path / "fisher.onnx", tmp_path / "fisher.json"
+    result = CliRunner().invoke(main, [
+        "compress", str(VGG), "--target", "0.5", "--data", str(small_data[1]), "--method",
+        "refit", "--refit-weighting", "fisher", "--calibration-samples", "128", "--round-to",
+        "1", "-o", str(out), "--report", str(report), "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(report.read_text())
+    assert saved["settings"]["refit_weighting"] == "fisher"
+    assert any("weighted by the fisher diagonal" in note for note in saved["notes"])
+    assert saved["macs_after"] <= 0.5 * saved["macs_before"]
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    bad = CliRunner().invoke(main, ["compress", str(VGG), "--refit-weighting", "norm"])
+    assert bad.exit_code == 2 and "--refit-weighting" in bad.output
+
+
+def test_auto_refit_weighting_reports_its_choice(tmp_path, small_data):
+    report = compress(_config(tmp_path, small_data[0], method="refit", refit_weighting="auto"))
+    note = next(n for n in report["notes"] if n.startswith("--refit-weighting auto chose"))
+    assert "relative" in note and "fisher" in note
+    assert report["macs_ratio"] <= 0.5
+
+
 @pytest.mark.parametrize("method", ["autobot", "refit", "l1", "bn-scale", "random"])
 def test_every_method_hits_the_target_from_below(tmp_path, small_data, method):
     eval_data = small_data[0].parent / "test.npz"

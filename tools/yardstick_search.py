@@ -18,10 +18,14 @@ Score variants (``--variants``, comma separated):
 * ``refit-s<N>``        the same on N calibration images (instead of 512)
 * ``refit-r<K>``        ``iterative_refit_scores``: K rounds, each scored on the model pruned so
                         far and recalibrated (allocation "macs" inside; no view)
+* ``refit-f...``        the same with weighting "fisher" (loss-weighted refit costs)
+* ``refit-a-r<K>``      weighting "auto": both, the one closer to the original on held-out
+                        training images (``onnxprune.gates.refit_fisher.choose_weighting``)
 
 ``<variant>+u``: the same scores made uniform (rank within the group), so that every group
 loses the same fraction of its channels; ``<variant>+m<P>``: divided by the MACs of one channel
-of the group to the power P (``onnxprune.scores``). Scores are cached in ``$YARDSTICK_CACHE``
+of the group to the power P (``onnxprune.scores``); ``<variant>+d<P>``: each removal's increment
+of the cumulative score (made monotone), divided so. Scores are cached in ``$YARDSTICK_CACHE``
 (``/tmp/yardstick-search-cache``); ``score_seconds`` is 0 for a cached one.
 
 Recalibration settings (``--calibration``, comma separated sample counts), mode reconstruct.
@@ -71,9 +75,23 @@ def cached_scores(name: str, variant: str, model, analysis, x, y, target: float,
         scores = uniform_within_groups(analysis, scores)
     elif view.startswith("m"):
         scores = discount_by_macs(analysis, scores, float(view[1:] or 1))
+    elif view.startswith("d"):
+        scores = discount_by_macs(analysis, marginal(analysis, scores), float(view[1:] or 1))
     elif view:
         raise SystemExit(f"unknown view {view!r} of {variant!r}")
     return scores, seconds
+
+
+def marginal(analysis, scores):
+    """Cumulative per-group scores turned into each removal's increment, made monotone."""
+    out = np.asarray(scores, dtype=np.float64).copy()
+    for g in analysis.groups:
+        if g.prunable and g.channels:
+            part = out[g.offset:g.offset + g.channels]
+            order = np.argsort(part, kind="stable")
+            step = np.maximum.accumulate(np.diff(part[order], prepend=0.0))
+            part[order] = step
+    return out
 
 
 def gate_scores(variant: str, model, analysis, x, y, target: float, seed: int,
@@ -115,15 +133,27 @@ def refit_variant(variant: str, model, analysis, x, target: float, seed: int) ->
 
     settings = {"samples": 512, "rounds": 1}
     for part in variant.split("-")[1:]:
-        if part[:1] in ("s", "r") and part[1:].isdigit():
+        if part in ("f", "a"):
+            settings["weighting"] = "fisher" if part == "f" else "auto"
+        elif part[:1] in ("s", "r") and part[1:].isdigit():
             settings["samples" if part[0] == "s" else "rounds"] = int(part[1:])
         else:
             raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
+    weighting = settings.get("weighting", "relative")
+    if weighting == "auto":
+        from onnxprune.gates.refit_fisher import choose_weighting
+
+        scores, chosen, distances = choose_weighting(
+            model, analysis, x, target, round_to=lambda a: auto_round_to(a, "cpu"),
+            samples=settings["samples"], seed=seed, device="cpu", rounds=settings["rounds"])
+        print(f"  auto chose {chosen}: {distances}", file=sys.stderr, flush=True)
+        return scores
     if settings["rounds"] == 1:
-        return raw_refit_scores(model, analysis, x, seed=seed, samples=settings["samples"])
+        return raw_refit_scores(model, analysis, x, seed=seed, samples=settings["samples"],
+                                weighting=weighting)
     return iterative_refit_scores(model, analysis, x, target, rounds=settings["rounds"],
                                   round_to=lambda a: auto_round_to(a, "cpu"), seed=seed,
-                                  samples=settings["samples"])
+                                  samples=settings["samples"], weighting=weighting)
 
 
 def measure(model, analysis, scores, target, x_train, x_val, y_val, samples: int, seed: int,

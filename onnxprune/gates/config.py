@@ -24,6 +24,7 @@ class GateConfig:
 # and to autobot otherwise (the choice of the Fashion-MNIST validation search, README)
 METHODS = ("auto", "autobot", "refit", "l1", "bn-scale", "random")
 CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selection
+REFIT_WEIGHTINGS = ("relative", "fisher", "auto")  # refit costs (default first; gates/refit_fisher)
 RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching
 HOLDOUT = 0.1  # without --eval-data: the seeded part of --data held out for the figures
 MIN_EVAL_SAMPLES = 200  # fewer evaluation samples: figures flagged, thresholds fail closed

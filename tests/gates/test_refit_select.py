@@ -74,6 +74,7 @@ class _Fake:
 
     def __init__(self, h, w, column_channel):
         self.gram, self.w, self.column_channel = h, w, column_channel
+        self.fisher, self.rows = None, 0  # relative costs
 
 
 def test_obs_cost_and_update_equal_the_explicit_least_squares_refit():
@@ -119,3 +120,76 @@ def test_a_lazy_dataset_gives_the_scores_of_its_array():
     plain = refit_scores(model, analyze_channels(model), x, samples=64, batch=32)
     lazy = refit_scores(model, analyze_channels(model), as_lazy(x), samples=64, batch=32)
     assert np.array_equal(plain, lazy)
+
+
+def test_fisher_of_the_logits_layer_is_the_softmax_variance():
+    """Labels drawn from the model's softmax: E[(p − e_y)²] = p(1 − p) per class."""
+    from onnxprune.gates.executor import TorchGraph
+    from onnxprune.gates.refit_fisher import collect_fisher
+    from onnxprune.gates.refit_select import _reading_layers
+
+    model = _cnn(duplicate=False)
+    analysis = analyze_channels(model)
+    x = np.random.default_rng(4).standard_normal((4096, 3, 8, 8)).astype(np.float32)
+    layers = _reading_layers(analysis)
+    collect_fisher(model, layers, x, 256, "cpu")
+    gemm = next(l for l in layers if l.node.op == "Gemm")
+    with torch.no_grad():
+        p = torch.softmax(TorchGraph(model)(torch.as_tensor(x)), 1).double().numpy()
+    expected = (p * (1 - p)).sum(0)
+    assert np.allclose(gemm.fisher, expected, rtol=0.08), (gemm.fisher, expected)
+    for layer in layers:
+        assert layer.fisher.shape == (layer.w.shape[0],) and (layer.fisher >= 0).all()
+        assert layer.fisher.sum() > 0
+
+
+def test_fisher_weighted_cost_is_the_curvature_weighted_refit_error():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((300, 7))
+    x[:, 6] = 1.0
+    w = rng.standard_normal((3, 7))
+    fisher = np.array([0.5, 2.0, 0.1]) * 300
+    layer = _Fake(torch.as_tensor(x.T @ x), w, np.array([0, 0, 1, 1, 2, 2, -1]))
+    layer.fisher, layer.rows = fisher, 300  # Σ (∂L/∂y_o)² over the 300 rows
+    for name in ("start", "costs"):
+        setattr(layer, name, getattr(_Layer, name).__get__(layer))
+    layer.start()
+    h_damped = x.T @ x + DAMP * np.diag(x.T @ x).mean() * np.eye(7)
+    keep = np.array([0, 1, 4, 5, 6])
+    fit = np.linalg.solve(h_damped[np.ix_(keep, keep)], h_damped[keep] @ w.T).T
+    full = np.zeros_like(w)
+    full[:, keep] = fit
+    per_output = np.diag((full - w) @ h_damped @ (full - w).T)  # Σ over rows of Δy_o²
+    cost = float(layer.costs(torch.as_tensor([[2, 3]]))[0])
+    assert np.isclose(cost, (fisher / 300 * per_output).sum(), rtol=1e-8)
+
+
+def test_fisher_weighting_changes_the_scores_and_keeps_them_finite():
+    model = _cnn(duplicate=False)
+    analysis = analyze_channels(model)
+    x = np.random.default_rng(7).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    plain = refit_scores(model, analysis, x, samples=64)
+    weighted = refit_scores(model, analysis, x, samples=64, weighting="fisher")
+    assert np.isfinite(weighted).all() and (weighted > 0).all()
+    assert not np.allclose(plain, weighted)
+
+
+def test_auto_weighting_keeps_the_selection_closer_to_the_original():
+    from onnxprune.gates.refit_fisher import _distance, choose_weighting
+    from onnxprune.gates.refit_select import iterative_refit_scores
+
+    model = _cnn(duplicate=False)
+    analysis = analyze_channels(model)
+    x = np.random.default_rng(8).standard_normal((192, 3, 8, 8)).astype(np.float32)
+    seen = []
+    scores, chosen, distances = choose_weighting(model, analysis, x, 0.5, round_to=None,
+                                                 samples=64, seed=0, device="cpu", rounds=2,
+                                                 batch=32, progress=seen.append)
+    assert set(distances) == {"relative", "fisher"} and chosen in distances
+    assert distances[chosen] == min(distances.values()) and min(distances.values()) > 0
+    assert seen == [1, 2, 3, 4]  # both weightings' rounds
+    alone = iterative_refit_scores(model, analysis, x, 0.5, rounds=2, samples=64, batch=32,
+                                   weighting=chosen)
+    assert np.array_equal(scores, alone)
+    logits = torch.randn(50, 4)
+    assert _distance(logits, logits) == 0.0 and _distance(logits, logits.flip(1)) > 0
