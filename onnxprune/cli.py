@@ -289,7 +289,8 @@ class RoundTo(click.ParamType):
               type=click.Choice(REFIT_WEIGHTINGS),
               help="How refit compares layers: relative: each layer's refit error relative to "
                    "its output; fisher: weighted by the loss' Fisher diagonal (helped deep "
-                   "residual nets on validation, hurt shallow ones).")
+                   "residual nets on validation, hurt shallow ones); auto: both, keeping the "
+                   "one closer to the original on held-out samples (twice the time).")
 @click.option("--beta", default=_GATES.beta, show_default=True, type=float,
               help="Weight of the FLOPs loss.")
 @click.option("--gamma", default=_GATES.gamma, show_default=True, type=float,
