@@ -193,3 +193,21 @@ def test_auto_weighting_keeps_the_selection_closer_to_the_original():
     assert np.array_equal(scores, alone)
     logits = torch.randn(50, 4)
     assert _distance(logits, logits) == 0.0 and _distance(logits, logits.flip(1)) > 0
+
+
+def test_fisher_without_a_class_axis_backpropagates_unit_noise():
+    """An output of one value per sample: ε ~ N(0, 1) on it, so its layer's Σ g² ≈ N."""
+    from onnxprune.gates.refit_fisher import collect_fisher
+    from onnxprune.gates.refit_select import _reading_layers
+
+    b = Builder(seed=9)
+    x = b.input("x", ["N", 3, 8, 8])
+    y = b.op("Relu", [b.conv(x, 3, 6)])
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    model = b.model([b.gemm(y, 6, 1)])
+    analysis = analyze_channels(model)
+    layers = _reading_layers(analysis)
+    data = np.random.default_rng(10).standard_normal((2000, 3, 8, 8)).astype(np.float32)
+    collect_fisher(model, layers, data, 100, "cpu")
+    (gemm,) = [l for l in layers if l.node.op == "Gemm"]
+    assert abs(gemm.fisher[0] / 2000 - 1.0) < 0.1
