@@ -4,7 +4,9 @@ float64 per batch, on the same model, images and rows, alternating in one run.
 ``_collect`` runs the original model over the calibration images and accumulates every reading
 layer's XᵀX from at most ``MAX_ROWS`` im2col rows per batch of 64; it is most of a refit round
 at 224x224 (issue 13). The batch sums are float64 either way; ``GRAM_DTYPE`` is the dtype of
-one batch's product. Also recorded: the largest relative difference of the two H.
+one batch's product. Also recorded: the largest relative difference of the two H, and the time
+of the Fisher pass that ``--refit-weighting fisher|auto`` adds (``refit_fisher.collect_fisher``,
+forward and backward in batches of ``FISHER_BATCH``) over the same images.
 
     python tools/bench_refit_gram.py --model resnet50 --images 128 --json benchmarks/refit_gram_cpu.json
 """
@@ -70,6 +72,13 @@ def main(argv=None) -> int:
             seconds, grams[name] = collect_seconds(model, analysis, x, dtype)
             times[name].append(round(seconds, 2))
             print(f"{name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+    from onnxprune.gates.refit_fisher import FISHER_BATCH, collect_fisher
+    from onnxprune.gates.refit_select import _reading_layers
+
+    started = time.perf_counter()
+    collect_fisher(model, _reading_layers(analysis), x, FISHER_BATCH, "cpu")
+    fisher_seconds = round(time.perf_counter() - started, 2)
+    print(f"fisher pass: {fisher_seconds:.1f} s", file=sys.stderr, flush=True)
     diff = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
                for a, b in zip(grams["float64"], grams["float32"]))
     result = {
@@ -78,6 +87,8 @@ def main(argv=None) -> int:
         "reading_layers": len(grams["float64"]), "seconds": times,
         "ratio_float64_over_float32": round(min(times["float64"]) / min(times["float32"]), 3),
         "max_relative_difference_of_H": diff,
+        "fisher_pass_seconds": fisher_seconds, "fisher_batch": FISHER_BATCH,
+        "fisher_pass_over_float32_gram": round(fisher_seconds / min(times["float32"]), 3),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": args.threads, "load_average": os.getloadavg()},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__},

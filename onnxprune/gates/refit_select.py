@@ -45,7 +45,7 @@ from onnxprune.gates.executor import TorchGraph
 DAMP = 1e-2  # ρ: H's ridge as a fraction of its mean diagonal
 MAX_ROWS = 4096  # im2col rows per calibration batch of 64 entering H (in proportion otherwise)
 GRAM_DTYPE = torch.float32  # one batch's XᵀX (4096 rows; summed in float64): H within 2e-7 of
-# float64's, the accumulation pass 1.24x faster on ResNet-50 (benchmarks/refit_gram_cpu.json),
+# float64's, the accumulation pass 1.27x faster on ResNet-50 (benchmarks/refit_gram_cpu.json),
 # the same ranks and selections on the Fashion-MNIST models
 GREEDY_STEPS = 256  # greedy steps of a group at most (wider groups lose several per step)
 
