@@ -557,3 +557,14 @@ def stem(b: Builder, c: int = 6, cin: int = 3, hw: int = 4, relu: bool = True) -
 def head(b: Builder, y: str, c: int, out: int = 3) -> str:
     """Conv 1x1 reading ``c`` channels (so that they are summed over) -> graph output."""
     return b.conv(y, c, out, k=1)
+
+
+def conv_classifier(seed: int, hw: int, widths: tuple[int, ...], classes: int) -> onnx.ModelProto:
+    """Input 'x' (N, 3, hw, hw) -> (Conv -> Relu) per width -> GlobalAveragePool -> Flatten ->
+    Gemm to ``classes``: the small classifier the refit and loader tests score."""
+    b = Builder(seed=seed)
+    y, cin = b.input("x", ["N", 3, hw, hw]), 3
+    for width in widths:
+        y, cin = b.op("Relu", [b.conv(y, cin, width)]), width
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    return b.model([b.gemm(y, cin, classes)])

@@ -7,18 +7,13 @@ import numpy as np
 import torch
 
 import bench_refit_gram  # tools/ is put on sys.path by conftest.py
-from archs import Builder
+from archs import conv_classifier
 from onnxprune.analysis.groups import analyze_channels
 from onnxprune.gates import refit_select
 
 
 def test_float32_and_float64_batches_accumulate_the_same_gram():
-    b = Builder(seed=11)
-    x = b.input("x", ["N", 3, 12, 12])
-    y = b.op("Relu", [b.conv(x, 3, 8)])
-    y = b.op("Relu", [b.conv(y, 8, 6)])
-    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
-    model = b.model([b.gemm(y, 6, 3)])
+    model = conv_classifier(seed=11, hw=12, widths=(8, 6), classes=3)
     analysis = analyze_channels(model)
     data = np.random.default_rng(12).standard_normal((128, 3, 12, 12)).astype(np.float32)
     _, wide = bench_refit_gram.collect_seconds(model, analysis, data, torch.float64)

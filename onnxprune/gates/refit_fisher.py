@@ -7,9 +7,9 @@ model's own softmax (no labels needed), so that the refit cost is a loss increas
 ΔL ≈ Σ_o F_o·Δy_o² rather than an error relative to the layer's output (``refit_select``).
 
 ``auto``: both weightings' selections are pruned and recalibrated, and the one whose outputs
-stay closer to the original's on calibration samples held out of the refit (KL divergence of
-the first output's softmax over axis 1; relative squared error for an output without classes)
-wins. On the Fashion-MNIST validation split that picked Fisher for the deep residual nets and
+stay closer to the original's on calibration samples held out of the refit (the distillation
+loss of the gates: KL divergence of class logits, MSE otherwise) wins; the pipeline then
+recalibrates the winner once more, with its own settings (exclusions, frozen layers). On the Fashion-MNIST validation split that picked Fisher for the deep residual nets and
 relative for the shallow ones (``benchmarks/yardstick_val_fisher.json``), at twice the cost of
 the refit scores.
 """
@@ -116,9 +116,8 @@ def _outputs(model, x, batch: int, device: str) -> torch.Tensor:
 
 
 def _distance(reference: torch.Tensor, pruned: torch.Tensor) -> float:
-    """Mean KL(original ‖ pruned) of the softmax over axis 1; relative squared error for an
-    output without a class axis."""
-    if reference.ndim < 2 or reference.shape[1] < 2:
-        return float(((pruned - reference) ** 2).sum() / (reference ** 2).sum().clamp_min(1e-12))
-    p, q = torch.log_softmax(reference, 1), torch.log_softmax(pruned, 1)
-    return float((p.exp() * (p - q)).sum(1).mean())
+    """The gates' distillation loss of ``pruned`` against ``reference`` (``autobot.task_loss``:
+    KL on class logits, MSE otherwise)."""
+    from onnxprune.gates.autobot import task_loss
+
+    return float(task_loss(pruned, None, reference))

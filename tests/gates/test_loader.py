@@ -15,7 +15,7 @@ from onnxprune.data import load_dataset
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.autobot import GateConfig, train_gates
 from onnxprune.gates.loader import Batches, batch_loader, epoch_order, sample_loader
-from archs import Builder
+from archs import conv_classifier
 
 
 def _folder(root, count=24, size=6):
@@ -48,12 +48,7 @@ def test_two_workers_give_the_same_batches_as_none(tmp_path):
 
 
 def _model():
-    b = Builder(seed=3)
-    x = b.input("x", ["N", 3, 6, 6])
-    y = b.op("Relu", [b.conv(x, 3, 6)])
-    y = b.op("Relu", [b.conv(y, 6, 5)])
-    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
-    return b.model([b.gemm(y, 5, 3)])
+    return conv_classifier(seed=3, hw=6, widths=(6, 5), classes=3)
 
 
 def test_gate_training_is_the_same_with_two_workers(tmp_path):

@@ -11,18 +11,13 @@ from onnx import numpy_helper
 from onnxprune.analysis.groups import analyze_channels
 from onnxprune.gates.refit_select import DAMP, _Layer, raw_refit_scores, refit_scores
 from onnxprune.scores import l1_scores
-from archs import Builder
+from archs import conv_classifier
 
 
 def _cnn(duplicate: bool) -> onnx.ModelProto:
     """Conv 3→6 → Relu → Conv 6→5 → Relu → GlobalAveragePool → Flatten → Gemm 5→4; with
     ``duplicate``, conv1's channel 4 is 3 × its channel 1 (Relu keeps the factor)."""
-    b = Builder(seed=5)
-    x = b.input("x", ["N", 3, 8, 8])
-    y = b.op("Relu", [b.conv(x, 3, 6)])
-    y = b.op("Relu", [b.conv(y, 6, 5)])
-    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
-    model = b.model([b.gemm(y, 5, 4)])
+    model = conv_classifier(seed=5, hw=8, widths=(6, 5), classes=4)
     if duplicate:
         conv = model.graph.node[0]
         inits = {t.name: t for t in model.graph.initializer}
@@ -200,11 +195,7 @@ def test_fisher_without_a_class_axis_backpropagates_unit_noise():
     from onnxprune.gates.refit_fisher import collect_fisher
     from onnxprune.gates.refit_select import _reading_layers
 
-    b = Builder(seed=9)
-    x = b.input("x", ["N", 3, 8, 8])
-    y = b.op("Relu", [b.conv(x, 3, 6)])
-    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
-    model = b.model([b.gemm(y, 6, 1)])
+    model = conv_classifier(seed=9, hw=8, widths=(6,), classes=1)
     analysis = analyze_channels(model)
     layers = _reading_layers(analysis)
     data = np.random.default_rng(10).standard_normal((2000, 3, 8, 8)).astype(np.float32)
