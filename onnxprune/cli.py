@@ -19,7 +19,8 @@ from onnxprune.cli_options import (NumberList, Fraction, compose, device_option,
 from onnxprune.errors import EXIT_BAD_INPUT, OnnxPruneError
 from onnxprune.finetuning import AUGMENT
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, MIN_EVAL_SAMPLES,
-                                     OPTIMIZERS, RECALIBRATION_MODES, REFIT_WEIGHTINGS)
+                                     OPTIMIZERS, RECALIBRATION_MODES, REFIT_ROUNDS,
+                                     REFIT_WEIGHTINGS)
 from onnxprune.gates.config import GateConfig as _GATES
 
 EXIT_INTERNAL = 3
@@ -248,8 +249,8 @@ def report(report_json, html, **params):
         click.echo(f"wrote {path}")
 
 
-class RoundTo(click.ParamType):
-    """'auto' or a positive channel multiple."""
+class AutoOrCount(click.ParamType):
+    """'auto' or a positive integer (a channel multiple, a number of rounds)."""
 
     name = "auto|N"
 
@@ -291,6 +292,10 @@ class RoundTo(click.ParamType):
                    "its output; fisher: weighted by the loss' Fisher diagonal (helped deep "
                    "residual nets on validation, hurt shallow ones); auto: both, keeping the "
                    "one closer to the original on held-out samples (twice the time).")
+@click.option("--refit-rounds", default=REFIT_ROUNDS, show_default=True, type=AutoOrCount(),
+              help="Rounds of the refit selection, each scored on the model pruned so far; "
+                   "auto: 3 and 10, keeping the one closer to the original on held-out "
+                   "samples (about 4x the refit time).")
 @click.option("--beta", default=_GATES.beta, show_default=True, type=float,
               help="Weight of the FLOPs loss.")
 @click.option("--gamma", default=_GATES.gamma, show_default=True, type=float,
@@ -310,7 +315,7 @@ class RoundTo(click.ParamType):
                    "channel's mean and std (adaptive BN).")
 @click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True,
               type=click.IntRange(min=1), help="Samples of --data used for the recalibration.")
-@click.option("--round-to", default="auto", show_default=True, type=RoundTo(),
+@click.option("--round-to", default="auto", show_default=True, type=AutoOrCount(),
               help="Kept channels per group in multiples of N; auto: the multiple the "
                    "provider's fast kernels need, for groups wide enough to afford it.")
 @click.option("--exclude", multiple=True, metavar="PATTERN",

@@ -18,7 +18,7 @@ from onnxprune.compress_data import (Inputs, calibration_pick,  # noqa: F401
                                      with_data_shape)
 from onnxprune.errors import OnnxPruneError
 from onnxprune.gates.config import (CALIBRATION_SAMPLES, HOLDOUT, METHODS, RECALIBRATION_MODES,
-                                     REFIT_WEIGHTINGS, GateConfig)
+                                     REFIT_ROUNDS, REFIT_WEIGHTINGS, GateConfig)
 from onnxprune.graph import atomic_write, ensure_node_names, load_model, save_model
 from onnxprune.preprocess import Preprocessing
 from onnxprune.progress import Steps
@@ -41,6 +41,7 @@ class CompressConfig:
     summary_md: str | None = None  # the summary as Markdown, for CI step summaries
     method: str = "auto"  # see resolve_method
     refit_weighting: str = "relative"  # refit_select: per-layer relative errors, or "fisher"
+    refit_rounds: int | str = REFIT_ROUNDS  # rounds of the refit selection, or "auto"
     beta: float = GateConfig.beta
     gamma: float = GateConfig.gamma
     lr: float = GateConfig.lr
@@ -81,6 +82,9 @@ def _check_config(config: CompressConfig) -> None:
         raise OnnxPruneError(f"--method must be one of {', '.join(METHODS)}")
     if config.refit_weighting not in REFIT_WEIGHTINGS:
         raise OnnxPruneError(f"--refit-weighting must be one of {', '.join(REFIT_WEIGHTINGS)}")
+    if config.refit_rounds != "auto" and (not isinstance(config.refit_rounds, int)
+                                          or config.refit_rounds < 1):
+        raise OnnxPruneError("--refit-rounds must be 'auto' or a positive integer")
     if config.recalibration not in RECALIBRATION_MODES:
         raise OnnxPruneError(f"--recalibration must be one of {', '.join(RECALIBRATION_MODES)}")
     if not 0.0 < config.target <= 1.0:
@@ -132,9 +136,11 @@ def resolve_method(config: CompressConfig) -> str:
 
 
 def _refit_scores(config, model, analysis, x, device, calibration):
-    """The refit method's scores in ``ROUNDS`` rounds, with --refit-weighting (``auto``: both
-    weightings, the one closer to the original on held-out samples), and its notes."""
-    from onnxprune.gates.refit_select import ROUNDS, iterative_refit_scores
+    """The refit method's scores in --refit-rounds rounds with --refit-weighting (``auto``:
+    each candidate, the one closer to the original on held-out samples; ``refit_choice``), and
+    its notes."""
+    from onnxprune.gates.refit_choice import ROUNDS_AUTO, choose_refit, label, rounds_to_score
+    from onnxprune.gates.refit_select import iterative_refit_scores
     from onnxprune.select import auto_round_to
 
     samples = calibration.samples if calibration else config.calibration_samples
@@ -144,28 +150,33 @@ def _refit_scores(config, model, analysis, x, device, calibration):
         return (auto_round_to(a, _provider_kind(config.provider))
                 if config.round_to == "auto" else config.round_to)
 
-    weighting = config.refit_weighting
-    runs = 2 if weighting == "auto" else 1
-    with Steps(config.quiet, config.progress).phase("refit scores", ROUNDS * runs) as update:
+    weightings = (REFIT_WEIGHTINGS[:2] if config.refit_weighting == "auto"
+                  else (config.refit_weighting,))
+    counts = ROUNDS_AUTO if config.refit_rounds == "auto" else (config.refit_rounds,)
+    candidates = [(w, r) for r in counts for w in weightings]
+    with Steps(config.quiet, config.progress).phase(
+            "refit scores", rounds_to_score(candidates)) as update:
         update(0, "round 1")  # announces the phase: a round takes minutes at 224x224
-        settings = dict(rounds=ROUNDS, round_to=round_to, samples=config.calibration_samples,
+        settings = dict(round_to=round_to, samples=config.calibration_samples,
                         seed=config.seed, batch=batch, device=device,
                         memory_budget=config.memory_budget, progress=update,
                         recalibration=(samples, calibration_batch(model, min(samples, len(x)))))
-        if weighting == "auto":
-            from onnxprune.gates.refit_fisher import choose_weighting
-
-            scores, weighting, distances = choose_weighting(model, analysis, x,
-                                                            config.target, **settings)
+        if len(candidates) > 1:
+            scores, chosen, distances = choose_refit(model, analysis, x, config.target,
+                                                     candidates, **settings)
         else:
+            chosen, distances = candidates[0], None
             scores = iterative_refit_scores(model, analysis, x, config.target,
-                                            weighting=weighting, **settings)
-    notes = [f"refit scores in {ROUNDS} rounds"] if ROUNDS > 1 else []
-    if config.refit_weighting == "auto":
-        notes.append(f"--refit-weighting auto chose {weighting} (held-out KL to the "
-                     f"original: relative {distances['relative']:.4g}, fisher "
-                     f"{distances['fisher']:.4g})")
-    elif weighting != "relative":
+                                            weighting=chosen[0], rounds=chosen[1], **settings)
+    weighting, rounds = chosen
+    notes = [f"refit scores in {rounds} rounds"] if rounds > 1 else []
+    if distances:
+        asked = [f"--refit-{k} auto" for k, v in (("weighting", config.refit_weighting),
+                                                 ("rounds", config.refit_rounds)) if v == "auto"]
+        found = ", ".join(f"{k} {v:.4g}" for k, v in distances.items())
+        notes.append(f"{' and '.join(asked)} chose {label(*chosen)} (held-out KL to the "
+                     f"original: {found})")
+    if weighting != "relative":
         notes.append(f"refit costs weighted by the {weighting} diagonal")
     return scores, notes, None
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from onnxprune.analysis.summary import count_macs
 from onnxprune.cli import main
+from onnxprune.errors import OnnxPruneError
 from onnxprune.pipeline import CompressConfig, compress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,19 @@ def test_auto_refit_weighting_reports_its_choice(tmp_path, small_data):
     note = next(n for n in report["notes"] if n.startswith("--refit-weighting auto chose"))
     assert "relative" in note and "fisher" in note
     assert report["macs_ratio"] <= 0.5
+
+
+def test_auto_refit_rounds_reports_its_choice_and_bad_counts_exit_2(tmp_path, small_data):
+    report = compress(_config(tmp_path, small_data[0], method="refit", refit_rounds="auto"))
+    note = next(n for n in report["notes"] if n.startswith("--refit-rounds auto chose"))
+    assert "relative/3" in note and "relative/10" in note
+    chosen = note.split(" chose relative/")[1].split(" ")[0]
+    assert f"refit scores in {chosen} rounds" in report["notes"]
+    assert report["macs_ratio"] <= 0.5
+    bad = CliRunner().invoke(main, ["compress", str(VGG), "--refit-rounds", "0"])
+    assert bad.exit_code == 2 and "--refit-rounds" in bad.output
+    with pytest.raises(OnnxPruneError, match="--refit-rounds"):
+        compress(_config(tmp_path, small_data[0], method="refit", refit_rounds=0))
 
 
 @pytest.mark.parametrize("method", ["autobot", "refit", "l1", "bn-scale", "random"])

@@ -226,3 +226,15 @@ def test_a_cell_on_other_seeds_than_the_default_says_which():
     line = bench.summary_table(rows, 10000, "auto").splitlines()[2]
     assert line.startswith("| vgg (91.00) | 0.5 | 0,1,2 | 90.50 ± ")
     assert line.count("[seeds 0,1]") == 2  # random under both recalibrations
+
+
+def test_refit_settings_reach_compress_only_where_given():
+    import argparse
+
+    assert bench.refit_settings(argparse.Namespace(refit_rounds=None, refit_weighting=None)) == {}
+    given = argparse.Namespace(refit_rounds="10", refit_weighting="fisher")
+    assert bench.refit_settings(given) == {"refit_rounds": 10, "refit_weighting": "fisher"}
+    assert bench.refit_rounds(argparse.Namespace(refit_rounds="auto")) == "auto"
+    from onnxprune.gates.config import REFIT_ROUNDS
+
+    assert bench.refit_rounds(argparse.Namespace(refit_rounds=None)) == REFIT_ROUNDS

@@ -216,7 +216,9 @@ def run_case(model: str, case: str, args, work: Path) -> dict:
     for flag, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size),
                         ("--calibration-samples", args.calibration_samples),
                         ("--device", args.device), ("--method", args.method),
-                        ("--memory-budget", args.memory_budget)):
+                        ("--memory-budget", args.memory_budget),
+                        ("--refit-rounds", args.refit_rounds),
+                        ("--refit-weighting", args.refit_weighting)):
         if value is not None:
             cmd += [flag, str(value)]
             settings[flag.lstrip("-")] = value
@@ -381,6 +383,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="[compress's default]")
     parser.add_argument("--method", help="[compress's default]")
     parser.add_argument("--memory-budget", help="[compress's default]")
+    parser.add_argument("--refit-rounds", help="N or auto [compress's default]")
+    parser.add_argument("--refit-weighting", help="[compress's default]")
     parser.add_argument("--images", type=int, default=1000, help="images in the folder case")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--smoke", action="store_true",

@@ -70,12 +70,23 @@ def one_compress(model: str, target: float, method: str, recalibration: str, see
                             data=data["train"], eval_data=data["eval"], method=method,
                             recalibration=recalibration, iterations=args.iterations, seed=seed,
                             round_to=args.round_to, calibration_samples=args.calibration_samples,
-                            quiet=True, force=True)
+                            quiet=True, force=True, **refit_settings(args))
     started = time.monotonic()
     report = compress(config)
     seconds = time.monotonic() - started
     return _result(report["macs_before"], report["macs_after"], target, seconds,
                    report.get("accuracy_before"), report.get("accuracy_after"))
+
+
+def refit_settings(args) -> dict:
+    """--refit-rounds / --refit-weighting for CompressConfig, where given (else compress's)."""
+    found = {}
+    if getattr(args, "refit_rounds", None) is not None:
+        rounds = args.refit_rounds
+        found["refit_rounds"] = rounds if rounds == "auto" else int(rounds)
+    if getattr(args, "refit_weighting", None) is not None:
+        found["refit_weighting"] = args.refit_weighting
+    return found
 
 
 def _result(before, after, target, seconds, accuracy_before, accuracy_after) -> dict:
@@ -244,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refit-allocation", default="macs",
                         help="refit scores across groups: uniform | macs | error "
                              "(onnxprune.gates.refit_select; chosen on validation)")
+    parser.add_argument("--refit-rounds", default=None,
+                        help="CompressConfig.refit_rounds: N or auto (default: compress's)")
+    parser.add_argument("--refit-weighting", default=None,
+                        help="CompressConfig.refit_weighting (default: compress's)")
     parser.add_argument("--default", default=DEFAULT,
                         help="what the acceptance treats as compress's default: a method "
                              "compress resolves per recalibration mode (auto, the default) or "
@@ -334,7 +349,8 @@ def main(argv=None) -> int:
                      "iterations": args.iterations, "threads": args.threads, "jobs": args.jobs,
                      "calibration_samples": args.calibration_samples,
                      "refit_allocation": args.refit_allocation, "default": args.default,
-                     "refit_rounds": refit_rounds(),
+                     "refit_rounds": refit_rounds(args),
+                     "refit_weighting": refit_settings(args).get("refit_weighting", "relative"),
                      "train_data": "55,000-image training split" if not data["embedded"]
                      else "models/fashion_train.npz",
                      "command": "python tools/bench_yardstick.py " + " ".join(argv),
@@ -346,10 +362,11 @@ def main(argv=None) -> int:
     return finish(result, args)
 
 
-def refit_rounds() -> int:
-    from onnxprune.gates.refit_select import ROUNDS
+def refit_rounds(args=None) -> int | str:
+    """The refit rounds of our rows: --refit-rounds, else compress's default."""
+    from onnxprune.gates.config import REFIT_ROUNDS
 
-    return ROUNDS
+    return refit_settings(args).get("refit_rounds", REFIT_ROUNDS) if args else REFIT_ROUNDS
 
 
 def merge(args) -> int:

@@ -20,7 +20,9 @@ Score variants (``--variants``, comma separated):
                         far and recalibrated (allocation "macs" inside; no view)
 * ``refit-f...``        the same with weighting "fisher" (loss-weighted refit costs)
 * ``refit-a-r<K>``      weighting "auto": both, the one closer to the original on held-out
-                        training images (``onnxprune.gates.refit_fisher.choose_weighting``)
+                        training images (``onnxprune.gates.refit_choice.choose_refit``)
+* ``refit-ra``          ``--refit-rounds auto``: of the cached ``refit-r3`` and ``refit-r10``
+                        scores, the one closer to the original on held-out training images
 
 ``<variant>+u``: the same scores made uniform (rank within the group), so that every group
 loses the same fraction of its channels; ``<variant>+m<P>``: divided by the MACs of one channel
@@ -65,6 +67,8 @@ def cached_scores(name: str, variant: str, model, analysis, x, y, target: float,
     path, seconds = CACHE / key, 0.0
     if path.is_file():
         scores = np.load(path)
+    elif base.startswith("refit-ra"):  # the rounds candidates' cached scores, judged
+        return rounds_auto(name, base, model, analysis, x, y, target, seed, iterations), seconds
     else:
         started = time.monotonic()
         scores = gate_scores(base, model, analysis, x, y, target, seed, iterations)
@@ -80,6 +84,26 @@ def cached_scores(name: str, variant: str, model, analysis, x, y, target: float,
     elif view:
         raise SystemExit(f"unknown view {view!r} of {variant!r}")
     return scores, seconds
+
+
+def rounds_auto(name: str, base: str, model, analysis, x, y, target: float, seed: int,
+                iterations: int) -> np.ndarray:
+    """``refit-ra``: ``--refit-rounds auto``'s choice among the (cached) ``refit-r<K>`` scores of
+    ``refit_choice.ROUNDS_AUTO``, by the held-out distance ``choose_refit`` uses; the same
+    scores and distances as ``compress --refit-rounds auto`` (iterative_refit_scores is
+    deterministic), without scoring the candidates again."""
+    from onnxprune.gates.refit_choice import ROUNDS_AUTO, held_out_distances
+    from onnxprune.select import auto_round_to
+
+    found = {("relative", r): cached_scores(name, f"refit-r{r}", model, analysis, x, y, target,
+                                            seed, iterations)[0] for r in ROUNDS_AUTO}
+    distances = held_out_distances(model, analysis, x, target, found, samples=512, seed=seed,
+                                   device="cpu", round_to=lambda a: auto_round_to(a, "cpu"))
+    best = min(found, key=lambda c: distances[c])
+    print(f"  rounds auto chose {best[1]}: " + ", ".join(f"{c[1]} {d:.4g}" for c, d in
+                                                          distances.items()),
+          file=sys.stderr, flush=True)
+    return found[best]
 
 
 def marginal(analysis, scores):
@@ -141,11 +165,12 @@ def refit_variant(variant: str, model, analysis, x, target: float, seed: int) ->
             raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
     weighting = settings.get("weighting", "relative")
     if weighting == "auto":
-        from onnxprune.gates.refit_fisher import choose_weighting
+        from onnxprune.gates.refit_choice import choose_refit
 
-        scores, chosen, distances = choose_weighting(
-            model, analysis, x, target, round_to=lambda a: auto_round_to(a, "cpu"),
-            samples=settings["samples"], seed=seed, device="cpu", rounds=settings["rounds"])
+        scores, chosen, distances = choose_refit(
+            model, analysis, x, target, [(w, settings["rounds"]) for w in ("relative", "fisher")],
+            round_to=lambda a: auto_round_to(a, "cpu"), samples=settings["samples"], seed=seed,
+            device="cpu")
         print(f"  auto chose {chosen}: {distances}", file=sys.stderr, flush=True)
         return scores
     if settings["rounds"] == 1:

@@ -353,17 +353,13 @@ def raw_refit_scores(model, analysis: ChannelAnalysis, x, *, samples: int = 512,
     return scores
 
 
-ROUNDS = 3  # refit rounds of compress's refit selection (iterative_refit_scores): 3 won 8 of
-# 12 Fashion-MNIST validation cells against 1 round, mean +0.11, but lost 1.40 on ResNet-56 at 0.25
-# (benchmarks/yardstick_val_rounds.json); 1 is the one-round selection
-
 
 def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *,
                            rounds: int = 2, round_to=None, samples: int = 512, seed: int = 0,
                            batch: int = 64, device: str = "cpu", allocation: str = "macs",
                            mac_power: float = 1.0, memory_budget=None, weighting: str = "relative",
                            recalibration: tuple[int, int] | None = None,
-                           progress=None) -> np.ndarray:
+                           progress=None, initial: np.ndarray | None = None) -> np.ndarray:
     """Refit scores reached in ``rounds`` steps (an OBS-style schedule): round k prunes to
     ``target**(k/rounds)`` of the original MACs with scores measured on the model pruned so far
     and recalibrated (least squares, against the *original* model's outputs, on the same
@@ -376,14 +372,15 @@ def iterative_refit_scores(model, analysis: ChannelAnalysis, x, target: float, *
     ``memory_budget`` bounds the rounds' recalibrations (see ``recalibrate``), which run on
     the first ``recalibration = (samples, batch)`` of the pick (default: ``samples``,
     ``batch``; compress passes the count its memory budget holds); ``progress(k)`` is called
-    after round k."""
+    after round k. ``initial``: round 1's scores when already known (they do not depend on
+    ``rounds``: ``refit_choice`` shares them between candidates)."""
     from onnxprune.select import select
 
     def refit(m, a):
         return refit_scores(m, a, x, samples=samples, seed=seed, batch=batch, device=device,
                             allocation=allocation, mac_power=mac_power, weighting=weighting)
 
-    scores = refit(model, analysis)
+    scores = refit(model, analysis) if initial is None else initial
     if progress is not None:
         progress(1)
     if rounds <= 1:

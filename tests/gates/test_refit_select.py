@@ -170,24 +170,51 @@ def test_fisher_weighting_changes_the_scores_and_keeps_them_finite():
 
 
 def test_auto_weighting_keeps_the_selection_closer_to_the_original():
-    from onnxprune.gates.refit_fisher import _distance, choose_weighting
+    from onnxprune.gates.refit_choice import _distance, choose_refit
     from onnxprune.gates.refit_select import iterative_refit_scores
 
     model = _cnn(duplicate=False)
     analysis = analyze_channels(model)
     x = np.random.default_rng(8).standard_normal((192, 3, 8, 8)).astype(np.float32)
     seen = []
-    scores, chosen, distances = choose_weighting(model, analysis, x, 0.5, round_to=None,
-                                                 samples=64, seed=0, device="cpu", rounds=2,
-                                                 batch=32, progress=seen.append)
-    assert set(distances) == {"relative", "fisher"} and chosen in distances
-    assert distances[chosen] == min(distances.values()) and min(distances.values()) > 0
+    scores, chosen, distances = choose_refit(model, analysis, x, 0.5,
+                                             [("relative", 2), ("fisher", 2)], round_to=None,
+                                             samples=64, seed=0, device="cpu", batch=32,
+                                             progress=seen.append)
+    assert set(distances) == {"relative/2", "fisher/2"} and chosen[1] == 2
+    assert distances[f"{chosen[0]}/2"] == min(distances.values()) > 0
     assert seen == [1, 2, 3, 4]  # both weightings' rounds
     alone = iterative_refit_scores(model, analysis, x, 0.5, rounds=2, samples=64, batch=32,
-                                   weighting=chosen)
+                                   weighting=chosen[0])
     assert np.array_equal(scores, alone)
     logits = torch.randn(50, 4)
     assert _distance(logits, logits) == 0.0 and _distance(logits, logits.flip(1)) > 0
+
+
+def test_auto_rounds_keeps_the_round_count_closer_to_the_original():
+    """Candidates of different round counts: the winner's scores are that count's, its
+    distance the least of those ``held_out_distances`` gives for the same scores."""
+    from onnxprune.gates.refit_choice import choose_refit, held_out_distances
+    from onnxprune.gates.refit_select import iterative_refit_scores
+
+    model = _cnn(duplicate=False)
+    analysis = analyze_channels(model)
+    x = np.random.default_rng(9).standard_normal((192, 3, 8, 8)).astype(np.float32)
+    seen = []
+    scores, chosen, distances = choose_refit(model, analysis, x, 0.4,
+                                             [("relative", 1), ("relative", 3)], round_to=None,
+                                             samples=64, seed=1, device="cpu", batch=32,
+                                             progress=seen.append)
+    assert seen == [1, 2, 3]  # round 1 once (shared by both counts), then rounds 2 and 3
+    each = {("relative", r): iterative_refit_scores(model, analysis, x, 0.4, rounds=r,
+                                                     samples=64, seed=1, batch=32)
+            for r in (1, 3)}
+    assert np.array_equal(scores, each[chosen])
+    again = held_out_distances(model, analysis, x, 0.4, each, round_to=None, samples=64,
+                               seed=1, device="cpu", batch=32)
+    assert {f"relative/{c[1]}": round(d, 6) for c, d in again.items()} == distances
+    assert again[chosen] == min(again.values())
+    assert not np.array_equal(*each.values())  # the candidates differ: a real choice
 
 
 def test_fisher_without_a_class_axis_backpropagates_unit_noise():
