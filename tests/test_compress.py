@@ -215,7 +215,7 @@ def test_accuracy_threshold_failure_exits_1(tmp_path, small_data):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, small_data, monkeypatch):
-    import onnxprune.pipeline as module
+    import onnxprune.compress_scores as module
 
     reference = tmp_path / "ref"
     reference.mkdir()
