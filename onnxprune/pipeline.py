@@ -77,8 +77,9 @@ def _check_config(config: CompressConfig) -> None:
         raise OnnxPruneError(f"--method must be one of {', '.join(METHODS)}")
     if config.refit_weighting not in REFIT_WEIGHTINGS:
         raise OnnxPruneError(f"--refit-weighting must be one of {', '.join(REFIT_WEIGHTINGS)}")
-    if config.refit_rounds != "auto" and (not isinstance(config.refit_rounds, int)
-                                          or config.refit_rounds < 1):
+    rounds = config.refit_rounds
+    if rounds != "auto" and (isinstance(rounds, bool) or not isinstance(rounds, int)
+                             or rounds < 1):
         raise OnnxPruneError("--refit-rounds must be 'auto' or a positive integer")
     if config.recalibration not in RECALIBRATION_MODES:
         raise OnnxPruneError(f"--recalibration must be one of {', '.join(RECALIBRATION_MODES)}")

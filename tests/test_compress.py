@@ -99,8 +99,11 @@ def test_auto_refit_rounds_reports_its_choice_and_bad_counts_exit_2(tmp_path, sm
     assert report["macs_ratio"] <= 0.5
     bad = CliRunner().invoke(main, ["compress", str(VGG), "--refit-rounds", "0"])
     assert bad.exit_code == 2 and "--refit-rounds" in bad.output
-    with pytest.raises(OnnxPruneError, match="--refit-rounds"):
-        compress(_config(tmp_path, small_data[0], method="refit", refit_rounds=0))
+    for bad_rounds in (0, True, "3"):
+        with pytest.raises(OnnxPruneError, match="--refit-rounds"):
+            compress(_config(tmp_path, small_data[0], method="refit", refit_rounds=bad_rounds,
+                             output=str(tmp_path / "bad.onnx")))
+    assert not (tmp_path / "bad.onnx").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("method", ["autobot", "refit", "l1", "bn-scale", "random"])

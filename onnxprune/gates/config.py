@@ -27,7 +27,7 @@ CALIBRATION_SAMPLES = 512  # samples of --data for the recalibration after selec
 REFIT_WEIGHTINGS = ("relative", "fisher", "auto")  # refit costs (default first; gates/refit_fisher)
 REFIT_ROUNDS = 3  # --refit-rounds: 3 won 8 of 12 Fashion-MNIST validation cells against 1 round,
 # mean +0.11, but lost 1.40 on ResNet-56 at 0.25 (benchmarks/yardstick_val_rounds.json); 10 won
-# 11 of 22 against 3, mean -0.27 (yardstick_val_rounds_auto.json); "auto": gates/refit_choice
+# 11 of 24 against 3, mean -0.32 (yardstick_val_rounds_auto.json); "auto": gates/refit_choice
 RECALIBRATION_MODES = ("reconstruct", "stats")  # least squares (default); mean/std matching
 HOLDOUT = 0.1  # without --eval-data: the seeded part of --data held out for the figures
 MIN_EVAL_SAMPLES = 200  # fewer evaluation samples: figures flagged, thresholds fail closed

@@ -11,8 +11,9 @@ settings (exclusions, frozen layers).
 On the Fashion-MNIST validation split the weighting choice picked Fisher for the deep residual
 nets and relative for the shallow ones (``benchmarks/yardstick_val_fisher.json``); the rounds
 choice (3 or 10) picked 10 where 10 rounds were ahead on validation (MobileNetV2) and 3 where
-they were behind (ResNet), ``benchmarks/yardstick_val_rounds_auto.json``. The cost is the sum
-of the candidates' rounds plus one recalibration each.
+they were behind (ResNet), ``benchmarks/yardstick_val_rounds_auto.json``. The cost is one scoring
+per round of every candidate (round 1 once per weighting: it does not depend on the round
+count) plus one recalibration and one held-out pass each.
 """
 
 from __future__ import annotations

@@ -169,18 +169,25 @@ def test_fisher_weighting_changes_the_scores_and_keeps_them_finite():
     assert not np.allclose(plain, weighted)
 
 
-def test_auto_weighting_keeps_the_selection_closer_to_the_original():
-    from onnxprune.gates.refit_choice import _distance, choose_refit
-    from onnxprune.gates.refit_select import iterative_refit_scores
+def _choice(candidates, target: float, seed: int):
+    """``choose_refit`` on the small CNN: (model, analysis, x, its result, progress seen)."""
+    from onnxprune.gates.refit_choice import choose_refit
 
     model = _cnn(duplicate=False)
     analysis = analyze_channels(model)
-    x = np.random.default_rng(8).standard_normal((192, 3, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(8 + seed).standard_normal((192, 3, 8, 8)).astype(np.float32)
     seen = []
-    scores, chosen, distances = choose_refit(model, analysis, x, 0.5,
-                                             [("relative", 2), ("fisher", 2)], round_to=None,
-                                             samples=64, seed=0, device="cpu", batch=32,
-                                             progress=seen.append)
+    result = choose_refit(model, analysis, x, target, candidates, round_to=None, samples=64,
+                          seed=seed, device="cpu", batch=32, progress=seen.append)
+    return model, analysis, x, result, seen
+
+
+def test_auto_weighting_keeps_the_selection_closer_to_the_original():
+    from onnxprune.gates.refit_choice import _distance
+    from onnxprune.gates.refit_select import iterative_refit_scores
+
+    model, analysis, x, (scores, chosen, distances), seen = _choice(
+        [("relative", 2), ("fisher", 2)], 0.5, seed=0)
     assert set(distances) == {"relative/2", "fisher/2"} and chosen[1] == 2
     assert distances[f"{chosen[0]}/2"] == min(distances.values()) > 0
     assert seen == [1, 2, 3, 4]  # both weightings' rounds
@@ -194,17 +201,11 @@ def test_auto_weighting_keeps_the_selection_closer_to_the_original():
 def test_auto_rounds_keeps_the_round_count_closer_to_the_original():
     """Candidates of different round counts: the winner's scores are that count's, its
     distance the least of those ``held_out_distances`` gives for the same scores."""
-    from onnxprune.gates.refit_choice import choose_refit, held_out_distances
+    from onnxprune.gates.refit_choice import held_out_distances
     from onnxprune.gates.refit_select import iterative_refit_scores
 
-    model = _cnn(duplicate=False)
-    analysis = analyze_channels(model)
-    x = np.random.default_rng(9).standard_normal((192, 3, 8, 8)).astype(np.float32)
-    seen = []
-    scores, chosen, distances = choose_refit(model, analysis, x, 0.4,
-                                             [("relative", 1), ("relative", 3)], round_to=None,
-                                             samples=64, seed=1, device="cpu", batch=32,
-                                             progress=seen.append)
+    model, analysis, x, (scores, chosen, distances), seen = _choice(
+        [("relative", 1), ("relative", 3)], 0.4, seed=1)
     assert seen == [1, 2, 3]  # round 1 once (shared by both counts), then rounds 2 and 3
     each = {("relative", r): iterative_refit_scores(model, analysis, x, 0.4, rounds=r,
                                                      samples=64, seed=1, batch=32)
